@@ -1,0 +1,1 @@
+"""Wiring: settings, the FastAPI app, dependencies, error mapping and the CLI."""

@@ -1,0 +1,82 @@
+"""The `mingpian` command line (CONTRACTS §8)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from app.settings import Settings, get_settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import build_services
+    from app.worker import run_worker
+
+    services = build_services(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stats = run_worker(services, stop=stop)
+    finally:
+        services.close()
+    print(f"worker stopped: {stats.processed} processed, {stats.dead} dead-lettered")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every verb."""
+    p = argparse.ArgumentParser(
+        prog="mingpian",
+        description="mingpian 名片 — WeChat/WeCom group chat to interest profiles, "
+        "recommendations, smart cards and a compliant referral ledger. "
+        "Settings come from MINGPIAN_* variables or .env.",
+    )
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("serve", help="run the HTTP service (embedded mode also runs the "
+                       "queue consumer in-process)",
+                       description="Run the HTTP service. With embedded SQLite (no "
+                       "MINGPIAN_REDIS_URL) it also consumes the queue, so one command is a "
+                       "complete service. It never loads demo data by itself.")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (8000)")
+    s.set_defaults(fn=_serve)
+
+    w = sub.add_parser("worker", help="consume the durable queue (any number may run "
+                       "against one Redis)",
+                       description="Consume the inbox queue: tag messages, update profiles, "
+                       "reply in groups. Stops cleanly on SIGTERM/SIGINT; a SIGKILL loses "
+                       "nothing (claimed items come back after the visibility timeout).")
+    w.set_defaults(fn=_worker)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; return the exit status."""
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fn: Command = args.fn
+    return fn(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Domain errors → HTTP, in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import (
+    AppError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    StoreUnavailableError,
+    UnauthorizedError,
+    UpstreamError,
+    ValidationFailed,
+)
+
+log = logging.getLogger("mingpian.errors")
+
+STATUS: dict[type[AppError], int] = {
+    BadRequestError: 400,
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    PayloadTooLargeError: 413,
+    ValidationFailed: 422,
+    UpstreamError: 502,
+    StoreUnavailableError: 503,
+}
+
+
+def status_of(err: AppError) -> int:
+    """Return the HTTP status for a domain error (most specific class wins)."""
+    for cls in type(err).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_body(code: str, message: str, details: object | None = None) -> dict[str, object]:
+    """Return the JSON error body of CONTRACTS."""
+    err: dict[str, object] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    return {"error": err}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to a JSON body and a status."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
+                   for e in exc.errors()]
+        return JSONResponse(error_body("invalid", "request validation failed", details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return JSONResponse(error_body("internal", "internal error"), 500)

@@ -1,0 +1,56 @@
+"""create_app(): the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import health
+from app.errors import install_error_handlers
+from app.limits import BodyLimitMiddleware
+from app.metrics import Metrics, MetricsMiddleware
+from app.services import Services, build_services
+from app.settings import Settings, get_settings
+from app.worker import start_background_worker
+
+log = logging.getLogger("mingpian")
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """Build the service; heavy objects are made in lifespan (or passed in by tests)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        svc = services or build_services(settings)
+        worker = None
+        if settings.embedded_worker and svc.store.backend == "sqlite":
+            worker = start_background_worker(svc)
+        try:
+            yield {"services": svc}
+        finally:
+            if worker is not None:
+                thread, stop = worker
+                stop.set()
+                thread.join(timeout=10)
+            if services is None:
+                svc.close()
+
+    app = FastAPI(
+        title="mingpian 名片",
+        version="0.1.0",
+        description="WeChat/WeCom group chat → interest profiles → recommendations, "
+        "smart cards and a compliant referral ledger.",
+        lifespan=lifespan,
+    )
+    metrics = Metrics()
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

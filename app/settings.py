@@ -1,0 +1,106 @@
+"""Settings from MINGPIAN_* environment variables or .env, built once (CONTRACTS §8)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WeChatSettings(BaseModel):
+    """Official Account (公众号)."""
+
+    token: SecretStr
+    app_id: str = ""
+    aes_key: SecretStr | None = None  # the 43-character EncodingAESKey; None = plaintext mode
+    app_secret: SecretStr | None = None
+    api_base: str = "https://api.weixin.qq.com"
+
+
+class WeComSettings(BaseModel):
+    """WeCom self-built app (企业微信自建应用) or AI bot."""
+
+    corp_id: str
+    token: SecretStr
+    aes_key: SecretStr
+    agent_id: str = ""
+    secret: SecretStr | None = None
+    api_base: str = "https://qyapi.weixin.qq.com"
+    robot_webhook_key: SecretStr | None = None  # group-robot webhook key, optional
+    bot_names: list[str] = Field(default_factory=lambda: ["名片助手"])
+
+
+class PlanSettings(BaseModel):
+    """The 2+1 referral plan (CONTRACTS §7); the engine clamps what compliance demands."""
+
+    agent_threshold_cents: int = 1
+    slide_count: int = 2
+    direct_bp: int = 1000
+    team_bp: int = 500
+    peer_bp: int = 2000
+    max_levels: int = 2
+    max_total_bp: int = 3000
+    freeze_days: int = 7
+
+
+class ReplySettings(BaseModel):
+    """When the bot answers in a group."""
+
+    enabled: bool = True
+    min_interval_s: int = 600  # per group: one reply per 10 minutes
+    quiet_start_hour: int = 22  # local hour (Asia/Shanghai), inclusive
+    quiet_end_hour: int = 8  # exclusive
+    confidence: float = 0.55  # unprompted answers need at least this score
+    max_items: int = 3
+
+
+class Settings(BaseSettings):
+    """Every setting of the service."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_prefix="MINGPIAN_", env_nested_delimiter="__",
+        env_ignore_empty=True, extra="ignore",
+    )
+
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    api_keys: str = ""  # comma-separated
+    share_secret: SecretStr = SecretStr("change-me-share-secret")
+    public_base_url: str = "http://127.0.0.1:8000"
+    embedder: str = "use"
+    wechat: WeChatSettings | None = None
+    wecom: WeComSettings | None = None
+    plan: PlanSettings = PlanSettings()
+    reply: ReplySettings = ReplySettings()
+
+    dedup_ttl_days: int = 7
+    retain_messages: bool = False
+    profile_half_life_days: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    queue_visibility_s: float = 30.0
+    queue_max_attempts: int = 5
+    worker_batch: int = 64
+    embedded_worker: bool = True  # serve also consumes the queue in embedded (SQLite) mode
+    referral_policy: Literal["first", "window_days", "last"] = "first"
+    referral_window_days: int = 30
+    exact_index_max: int = 200_000  # above this many items the index is approximate
+    tz_offset_hours: int = 8  # Asia/Shanghai, for quiet hours and "per visitor per day"
+    log_level: str = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v or None
+
+    def api_key_list(self) -> list[str]:
+        """Return the accepted API keys."""
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process's settings (no module-level Settings(): imports work without .env)."""
+    return Settings()

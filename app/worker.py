@@ -1,0 +1,48 @@
+"""Queue consumers: `mingpian worker`, and the in-process consumer of embedded `serve`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+
+from app.services import INBOX, Services
+from store import QueueItem
+from store.consumer import ConsumerStats, run_consumer
+
+log = logging.getLogger("mingpian.worker")
+
+
+def consumer_name() -> str:
+    """Return a name unique to this process, for the queue's bookkeeping."""
+    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+
+
+def handle_inbox(services: Services, items: Sequence[QueueItem]) -> None:
+    """Process a batch of inbox items (chat messages and platform events)."""
+    services.inbox_handler(items)
+
+
+def run_worker(services: Services, *, stop: threading.Event) -> ConsumerStats:
+    """Consume the inbox until stop is set."""
+    s = services.settings
+    log.info("worker %s consuming %r (%s back-end)", consumer_name(), INBOX,
+             services.store.backend)
+    return run_consumer(
+        services.store, queue=INBOX, consumer=consumer_name(), stop=stop,
+        handler=lambda items: handle_inbox(services, items),
+        item_handler=lambda item: handle_inbox(services, [item]),
+        max_items=s.worker_batch, visibility_s=s.queue_visibility_s,
+        max_attempts=s.queue_max_attempts,
+    )
+
+
+def start_background_worker(services: Services) -> tuple[threading.Thread, threading.Event]:
+    """Start the in-process consumer thread; return it and its stop event."""
+    stop = threading.Event()
+    t = threading.Thread(target=run_worker, args=(services,), kwargs={"stop": stop},
+                         name="mingpian-worker", daemon=True)
+    t.start()
+    return t, stop

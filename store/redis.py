@@ -1,0 +1,329 @@
+"""Scale-out back-end: all shared state in Redis, usable by any number of processes.
+
+Key layout (every key of one family shares a hash tag, so one Lua script or MULTI stays in
+one Cluster slot):
+
+    mp:{fam}:r:<ns>:<key>     hash {d: json, v: version}      records
+    mp:{fam}:i:<ns>           sorted set of keys (score 0)     record index, for scan/count
+    mp:{fam}:o:<marker>       string with TTL                  once-markers of batches
+    mp:{fam}:l:<log>          list                              append-only logs
+    mp:{fam}:c:<ns>           hash                              counters
+    mp:{seen:<key>}           string with TTL                  dedup keys
+    mp:{q:<queue>}:s          stream + consumer group "w"      durable queue
+    mp:{q:<queue>}:d:<key>    string with TTL                  enqueue dedup keys
+    mp:{q:<queue>}:x          list                              dead letters
+    mp:{lock:<name>}          string with TTL                  locks
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+
+from models.errors import StoreUnavailableError
+from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps, family
+
+_GROUP = "w"
+
+_PUT = """
+local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3])
+else redis.call('PERSIST', KEYS[1]) end
+redis.call('ZADD', KEYS[2], 0, ARGV[2])
+return v
+"""
+
+_DELETE = """
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return n
+"""
+
+# ARGV[1]: JSON {checks: [[k, ver]], once: k|0, once_ttl, puts: [[k, ik, key, doc]],
+# deletes: [[k, ik, key]], appends: [[k, entry]], incrs: [[k, field, by]]}; k = KEYS index.
+_COMMIT = """
+local op = cjson.decode(ARGV[1])
+for _, c in ipairs(op.checks) do
+  local v = tonumber(redis.call('HGET', KEYS[c[1]], 'v') or '0')
+  if v ~= c[2] then return 'conflict' end
+end
+if op.once ~= 0 then
+  if not redis.call('SET', KEYS[op.once], '1', 'NX', 'EX', op.once_ttl) then
+    return 'duplicate'
+  end
+end
+for _, p in ipairs(op.puts) do
+  redis.call('HINCRBY', KEYS[p[1]], 'v', 1)
+  redis.call('HSET', KEYS[p[1]], 'd', p[4])
+  redis.call('ZADD', KEYS[p[2]], 0, p[3])
+end
+for _, d in ipairs(op.deletes) do
+  redis.call('DEL', KEYS[d[1]])
+  redis.call('ZREM', KEYS[d[2]], d[3])
+end
+for _, a in ipairs(op.appends) do redis.call('RPUSH', KEYS[a[1]], a[2]) end
+for _, i in ipairs(op.incrs) do redis.call('HINCRBY', KEYS[i[1]], i[2], i[3]) end
+return 'ok'
+"""
+
+_ENQUEUE = """
+if ARGV[2] ~= '' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+end
+redis.call('XADD', KEYS[1], '*', 'p', ARGV[1])
+return 1
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    """All state in one Redis (or Cluster, thanks to hash tags)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "mp") -> None:
+        self.url = url
+        self.p = prefix
+        self.r: redis.Redis[str] = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+            health_check_interval=30, retry_on_timeout=True,
+        )
+        self._put_script = self.r.register_script(_PUT)
+        self._delete_script = self.r.register_script(_DELETE)
+        self._commit_script = self.r.register_script(_COMMIT)
+        self._enqueue_script = self.r.register_script(_ENQUEUE)
+        self._unlock_script = self.r.register_script(_UNLOCK)
+        self._groups: set[str] = set()
+
+    # -- key names -------------------------------------------------------------
+    def _rk(self, ns: str, key: str) -> str:
+        return f"{self.p}:{{{family(ns)}}}:r:{ns}:{key}"
+
+    def _ik(self, ns: str) -> str:
+        return f"{self.p}:{{{family(ns)}}}:i:{ns}"
+
+    def _lk(self, log: str) -> str:
+        return f"{self.p}:{{{family(log)}}}:l:{log}"
+
+    def _ck(self, ns: str) -> str:
+        return f"{self.p}:{{{family(ns)}}}:c:{ns}"
+
+    def _qk(self, queue: str) -> str:
+        return f"{self.p}:{{q:{queue}}}"
+
+    # -- records ---------------------------------------------------------------
+    def get(self, ns: str, key: str) -> Record | None:
+        d, v = self._call(lambda: self.r.hmget(self._rk(ns, key), ["d", "v"]))
+        if d is None:
+            return None
+        return Record(json.loads(d), int(v))
+
+    def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            pipe = self.r.pipeline(transaction=False)
+            for k in chunk:
+                pipe.hmget(self._rk(ns, k), ["d", "v"])
+            rows = self._call(pipe.execute)
+            for k, (d, v) in zip(chunk, rows, strict=True):
+                if d is not None:
+                    out[k] = Record(json.loads(d), int(v))
+        return out
+
+    def put(self, ns: str, key: str, doc: JSON, *, ttl_s: int | None = None) -> int:
+        keys = [self._rk(ns, key), self._ik(ns)]
+        return int(self._call(lambda: self._put_script(keys, [dumps(doc), key, ttl_s or 0])))
+
+    def delete(self, ns: str, key: str) -> bool:
+        keys = [self._rk(ns, key), self._ik(ns)]
+        return int(self._call(lambda: self._delete_script(keys, [key]))) > 0
+
+    def scan(self, ns: str, *, prefix: str = "") -> Iterator[tuple[str, Record]]:
+        start = "[" + prefix if prefix else "-"
+        end = "[" + prefix + "\U0010ffff" if prefix else "+"
+        offset = 0
+        while True:
+            keys = self._call(
+                lambda o=offset: self.r.zrangebylex(self._ik(ns), start, end, o, 1000))
+            if not keys:
+                return
+            recs = self.get_many(ns, keys)
+            for k in keys:
+                if k in recs:
+                    yield k, recs[k]
+            offset += len(keys)
+
+    def count(self, ns: str) -> int:
+        return int(self._call(lambda: self.r.zcard(self._ik(ns))))
+
+    def commit(self, batch: Batch) -> CommitResult:
+        fam = batch.family()
+        keys: list[str] = []
+        index: dict[str, int] = {}
+
+        def k(name: str) -> int:
+            if name not in index:
+                keys.append(name)
+                index[name] = len(keys)
+            return index[name]
+
+        op: dict[str, Any] = {
+            "checks": [[k(self._rk(ns, key)), ver] for ns, key, ver in batch.checks],
+            "once": k(f"{self.p}:{{{fam}}}:o:{batch.once}") if batch.once is not None else 0,
+            "once_ttl": batch.once_ttl_s,
+            "puts": [[k(self._rk(ns, key)), k(self._ik(ns)), key, dumps(doc)]
+                     for ns, key, doc in batch.puts],
+            "deletes": [[k(self._rk(ns, key)), k(self._ik(ns)), key]
+                        for ns, key in batch.deletes],
+            "appends": [[k(self._lk(log)), dumps(e)] for log, e in batch.appends],
+            "incrs": [[k(self._ck(ns)), key, by] for ns, key, by in batch.incrs],
+        }
+        # cjson decodes [] as {} and ipairs over {} is fine; empty lists stay empty.
+        res = self._call(lambda: self._commit_script(keys or [self._ik(fam)], [dumps(op)]))
+        return CommitResult(res)
+
+    # -- dedup -----------------------------------------------------------------
+    def first_seen(self, key: str, ttl_s: int) -> bool:
+        return bool(self._call(lambda: self.r.set(f"{self.p}:{{seen:{key}}}", "1", nx=True,
+                                                  ex=ttl_s)))
+
+    def forget(self, key: str) -> None:
+        self._call(lambda: self.r.delete(f"{self.p}:{{seen:{key}}}"))
+
+    # -- queue -----------------------------------------------------------------
+    def _ensure_group(self, queue: str) -> None:
+        if queue in self._groups:
+            return
+        try:
+            self.r.xgroup_create(self._qk(queue) + ":s", _GROUP, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+        self._groups.add(queue)
+
+    def enqueue(
+        self, queue: str, payload: JSON, *, dedup_key: str | None = None, dedup_ttl_s: int = 0
+    ) -> bool:
+        q = self._qk(queue)
+        keys = [q + ":s", q + ":d:" + (dedup_key or "")]
+        args = [dumps(payload), str(dedup_ttl_s) if dedup_key is not None else ""]
+        return int(self._call(lambda: self._enqueue_script(keys, args))) == 1
+
+    def claim(
+        self, queue: str, *, consumer: str, max_items: int, visibility_s: float
+    ) -> list[QueueItem]:
+        self._ensure_group(queue)
+        s = self._qk(queue) + ":s"
+        idle_ms = max(1, int(visibility_s * 1000))
+        # Items a dead (or slow) consumer claimed longer ago than the visibility timeout.
+        res = self._call(lambda: self.r.xautoclaim(s, _GROUP, consumer, idle_ms, "0-0",
+                                                   count=max_items))
+        stale = [(i, f) for i, f in res[1] if f is not None]
+        out: list[QueueItem] = []
+        if stale:
+            pend = self._call(lambda: self.r.xpending_range(
+                s, _GROUP, min=stale[0][0], max=stale[-1][0], count=len(stale) * 4 + 10,
+                consumername=consumer))
+            counts = {p["message_id"]: int(p["times_delivered"]) for p in pend}
+            out = [QueueItem(i, json.loads(f["p"]), counts.get(i, 2)) for i, f in stale]
+        if len(out) < max_items:
+            fresh = self._call(lambda: self.r.xreadgroup(
+                _GROUP, consumer, {s: ">"}, count=max_items - len(out)))
+            for _, msgs in fresh or []:
+                out += [QueueItem(i, json.loads(f["p"]), 1) for i, f in msgs]
+        return out
+
+    def ack(self, queue: str, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        s = self._qk(queue) + ":s"
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(s, _GROUP, *item_ids)
+        pipe.xdel(s, *item_ids)
+        self._call(pipe.execute)
+
+    def fail(self, queue: str, item: QueueItem, *, error: str, max_attempts: int) -> bool:
+        if item.attempts < max_attempts:
+            # Left pending: redelivered once its visibility timeout passes.
+            return False
+        q = self._qk(queue)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpush(q + ":x", dumps({"id": item.id, "payload": item.payload,
+                                    "attempts": item.attempts, "error": error[:2000]}))
+        pipe.xack(q + ":s", _GROUP, item.id)
+        pipe.xdel(q + ":s", item.id)
+        self._call(pipe.execute)
+        return True
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[JSON]:
+        rows = self._call(lambda: self.r.lrange(self._qk(queue) + ":x", 0, limit - 1))
+        return [cast(JSON, json.loads(r)) for r in rows]
+
+    def queue_depth(self, queue: str) -> int:
+        return int(self._call(lambda: self.r.xlen(self._qk(queue) + ":s")))
+
+    # -- logs ------------------------------------------------------------------
+    def append(self, log: str, entries: Sequence[JSON]) -> int:
+        if not entries:
+            return self.log_length(log)
+        return int(self._call(lambda: self.r.rpush(self._lk(log), *[dumps(e) for e in entries])))
+
+    def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, JSON]]:
+        rows = self._call(lambda: self.r.lrange(self._lk(log), after, after + limit - 1))
+        return [(after + n + 1, json.loads(r)) for n, r in enumerate(rows)]
+
+    def log_length(self, log: str) -> int:
+        return int(self._call(lambda: self.r.llen(self._lk(log))))
+
+    # -- counters --------------------------------------------------------------
+    def incr(self, ns: str, key: str, by: int = 1) -> int:
+        return int(self._call(lambda: self.r.hincrby(self._ck(ns), key, by)))
+
+    def counters(self, ns: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self._call(lambda: self.r.hgetall(self._ck(ns))).items()}
+
+    # -- locks -----------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, *, ttl_s: float, wait_s: float) -> Iterator[bool]:
+        key = f"{self.p}:{{lock:{name}}}"
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        while True:
+            got = bool(self._call(lambda: self.r.set(key, owner, nx=True,
+                                                     px=max(1, int(ttl_s * 1000)))))
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        try:
+            yield got
+        finally:
+            if got:
+                self._call(lambda: self._unlock_script([key], [owner]))
+
+    # -- lifecycle -------------------------------------------------------------
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise StoreUnavailableError(f"redis unavailable: {e}") from e
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.r.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self.r.close()

@@ -1,0 +1,349 @@
+"""Embedded back-end: one SQLite file in WAL mode, safe across threads and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+  ns TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, version INTEGER NOT NULL,
+  expires_at REAL, PRIMARY KEY (ns, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, payload TEXT NOT NULL,
+  dead INTEGER NOT NULL DEFAULT 0, claimed_by TEXT, claimed_until REAL NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0, error TEXT, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue (queue, dead, claimed_until, id);
+CREATE TABLE IF NOT EXISTS logs (
+  log TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (log, seq))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+  ns TEXT NOT NULL, key TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (ns, key))
+  WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL,
+  expires_at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+
+class SQLiteStore:
+    """The default store: zero set-up, one file under the data directory."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._conn().executescript(_SCHEMA)
+
+    # -- connections -----------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash or power
+            # loss can drop the last transactions.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            self._local.pid = os.getpid()
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- records ---------------------------------------------------------------
+    def get(self, ns: str, key: str) -> Record | None:
+        row = self._conn().execute(
+            "SELECT doc, version, expires_at FROM records WHERE ns=? AND key=?", (ns, key)
+        ).fetchone()
+        if row is None or (row[2] is not None and row[2] <= self.clock()):
+            return None
+        return Record(json.loads(row[0]), row[1])
+
+    def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Record]:
+        out: dict[str, Record] = {}
+        now = self.clock()
+        db = self._conn()
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT key, doc, version, expires_at FROM records WHERE ns=? AND key IN ({marks})",
+                (ns, *chunk),
+            ).fetchall()
+            for key, doc, version, exp in rows:
+                if exp is None or exp > now:
+                    out[key] = Record(json.loads(doc), version)
+        return out
+
+    def put(self, ns: str, key: str, doc: JSON, *, ttl_s: int | None = None) -> int:
+        with self._tx() as db:
+            return self._put(db, ns, key, doc, ttl_s)
+
+    def _put(self, db: sqlite3.Connection, ns: str, key: str, doc: JSON, ttl_s: int | None) -> int:
+        exp = self.clock() + ttl_s if ttl_s else None
+        row = db.execute(
+            "INSERT INTO records (ns, key, doc, version, expires_at) VALUES (?,?,?,1,?) "
+            "ON CONFLICT (ns, key) DO UPDATE SET doc=excluded.doc, version=version+1, "
+            "expires_at=excluded.expires_at RETURNING version",
+            (ns, key, dumps(doc), exp),
+        ).fetchone()
+        return int(row[0])
+
+    def delete(self, ns: str, key: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM records WHERE ns=? AND key=?", (ns, key)).rowcount > 0
+
+    def scan(self, ns: str, *, prefix: str = "") -> Iterator[tuple[str, Record]]:
+        now = self.clock()
+        last = prefix
+        first = True
+        while True:
+            op = ">=" if first else ">"
+            rows = self._conn().execute(
+                f"SELECT key, doc, version, expires_at FROM records WHERE ns=? AND key {op} ? "
+                "ORDER BY key LIMIT 1000",
+                (ns, last),
+            ).fetchall()
+            first = False
+            if not rows:
+                return
+            for key, doc, version, exp in rows:
+                if not key.startswith(prefix):
+                    return
+                if exp is None or exp > now:
+                    yield key, Record(json.loads(doc), version)
+            last = rows[-1][0]
+
+    def count(self, ns: str) -> int:
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM records WHERE ns=? AND (expires_at IS NULL OR expires_at > ?)",
+            (ns, self.clock()),
+        ).fetchone()
+        return int(row[0])
+
+    def commit(self, batch: Batch) -> CommitResult:
+        batch.family()
+        now = self.clock()
+        with self._tx() as db:
+            for ns, key, expected in batch.checks:
+                row = db.execute(
+                    "SELECT version FROM records WHERE ns=? AND key=? "
+                    "AND (expires_at IS NULL OR expires_at > ?)", (ns, key, now)
+                ).fetchone()
+                if (row[0] if row else 0) != expected:
+                    return CommitResult.CONFLICT
+            if batch.once is not None and not self._mark(db, "once:" + batch.once,
+                                                          batch.once_ttl_s):
+                return CommitResult.DUPLICATE
+            for ns, key, doc in batch.puts:
+                self._put(db, ns, key, doc, None)
+            for ns, key in batch.deletes:
+                db.execute("DELETE FROM records WHERE ns=? AND key=?", (ns, key))
+            for log, entry in batch.appends:
+                self._append(db, log, [entry])
+            for ns, key, by in batch.incrs:
+                self._incr(db, ns, key, by)
+        return CommitResult.OK
+
+    # -- dedup -----------------------------------------------------------------
+    def _mark(self, db: sqlite3.Connection, key: str, ttl_s: int) -> bool:
+        now = self.clock()
+        db.execute("DELETE FROM seen WHERE key=? AND expires_at <= ?", (key, now))
+        cur = db.execute(
+            "INSERT OR IGNORE INTO seen (key, expires_at) VALUES (?, ?)", (key, now + ttl_s)
+        )
+        return cur.rowcount == 1
+
+    def first_seen(self, key: str, ttl_s: int) -> bool:
+        with self._tx() as db:
+            return self._mark(db, key, ttl_s)
+
+    def forget(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM seen WHERE key=?", (key,))
+
+    def purge_expired(self) -> int:
+        """Delete expired dedup keys and records; return how many went."""
+        now = self.clock()
+        with self._tx() as db:
+            n = db.execute("DELETE FROM seen WHERE expires_at <= ?", (now,)).rowcount
+            n += db.execute(
+                "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            ).rowcount
+        return n
+
+    # -- queue -----------------------------------------------------------------
+    def enqueue(
+        self, queue: str, payload: JSON, *, dedup_key: str | None = None, dedup_ttl_s: int = 0
+    ) -> bool:
+        with self._tx() as db:
+            if dedup_key is not None and not self._mark(db, f"q:{queue}:{dedup_key}",
+                                                        dedup_ttl_s):
+                return False
+            db.execute(
+                "INSERT INTO queue (queue, payload, created) VALUES (?,?,?)",
+                (queue, dumps(payload), self.clock()),
+            )
+        return True
+
+    def claim(
+        self, queue: str, *, consumer: str, max_items: int, visibility_s: float
+    ) -> list[QueueItem]:
+        now = self.clock()
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, payload, attempts FROM queue WHERE queue=? AND dead=0 "
+                "AND claimed_until <= ? ORDER BY id LIMIT ?",
+                (queue, now, max_items),
+            ).fetchall()
+            if not rows:
+                return []
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" * len(ids))
+            db.execute(
+                f"UPDATE queue SET claimed_by=?, claimed_until=?, attempts=attempts+1 "
+                f"WHERE id IN ({marks})",
+                (consumer, now + visibility_s, *ids),
+            )
+        return [QueueItem(str(i), json.loads(p), a + 1) for i, p, a in rows]
+
+    def ack(self, queue: str, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        marks = ",".join("?" * len(item_ids))
+        with self._tx() as db:
+            db.execute(f"DELETE FROM queue WHERE queue=? AND id IN ({marks})",
+                       (queue, *[int(i) for i in item_ids]))
+
+    def fail(self, queue: str, item: QueueItem, *, error: str, max_attempts: int) -> bool:
+        dead = item.attempts >= max_attempts
+        with self._tx() as db:
+            db.execute(
+                "UPDATE queue SET dead=?, claimed_until=0, error=? WHERE queue=? AND id=?",
+                (1 if dead else 0, error[:2000], queue, int(item.id)),
+            )
+        return dead
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[JSON]:
+        rows = self._conn().execute(
+            "SELECT id, payload, attempts, error FROM queue WHERE queue=? AND dead=1 "
+            "ORDER BY id LIMIT ?", (queue, limit)
+        ).fetchall()
+        return [{"id": str(i), "payload": json.loads(p), "attempts": a, "error": e}
+                for i, p, a, e in rows]
+
+    def queue_depth(self, queue: str) -> int:
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM queue WHERE queue=? AND dead=0", (queue,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- logs ------------------------------------------------------------------
+    def _append(self, db: sqlite3.Connection, log: str, entries: Sequence[JSON]) -> int:
+        row = db.execute("SELECT COALESCE(MAX(seq), 0) FROM logs WHERE log=?", (log,)).fetchone()
+        seq = int(row[0])
+        for e in entries:
+            seq += 1
+            db.execute("INSERT INTO logs (log, seq, entry) VALUES (?,?,?)", (log, seq, dumps(e)))
+        return seq
+
+    def append(self, log: str, entries: Sequence[JSON]) -> int:
+        with self._tx() as db:
+            return self._append(db, log, entries)
+
+    def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, JSON]]:
+        rows = self._conn().execute(
+            "SELECT seq, entry FROM logs WHERE log=? AND seq > ? ORDER BY seq LIMIT ?",
+            (log, after, limit),
+        ).fetchall()
+        return [(int(s), json.loads(e)) for s, e in rows]
+
+    def log_length(self, log: str) -> int:
+        row = self._conn().execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE log=?", (log,)
+        ).fetchone()
+        return int(row[0])
+
+    # -- counters --------------------------------------------------------------
+    def _incr(self, db: sqlite3.Connection, ns: str, key: str, by: int) -> int:
+        row = db.execute(
+            "INSERT INTO counters (ns, key, value) VALUES (?,?,?) ON CONFLICT (ns, key) "
+            "DO UPDATE SET value=value+excluded.value RETURNING value",
+            (ns, key, by),
+        ).fetchone()
+        return int(row[0])
+
+    def incr(self, ns: str, key: str, by: int = 1) -> int:
+        with self._tx() as db:
+            return self._incr(db, ns, key, by)
+
+    def counters(self, ns: str) -> dict[str, int]:
+        rows = self._conn().execute("SELECT key, value FROM counters WHERE ns=?", (ns,)).fetchall()
+        return {k: int(v) for k, v in rows}
+
+    # -- locks -----------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, *, ttl_s: float, wait_s: float) -> Iterator[bool]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        got = False
+        while True:
+            with self._tx() as db:
+                now = self.clock()
+                db.execute("DELETE FROM locks WHERE name=? AND expires_at <= ?", (name, now))
+                got = db.execute(
+                    "INSERT OR IGNORE INTO locks (name, owner, expires_at) VALUES (?,?,?)",
+                    (name, owner, now + ttl_s),
+                ).rowcount == 1
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        try:
+            yield got
+        finally:
+            if got:
+                with self._tx() as db:
+                    db.execute("DELETE FROM locks WHERE name=? AND owner=?", (name, owner))
+
+    # -- lifecycle -------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._all_lock:
+            for db in self._all:
+                with suppress(sqlite3.Error):
+                    db.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -1,0 +1,122 @@
+"""Shared fixtures: a real redis-server on a free port, stores of both back-ends, settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.settings import Settings
+from store.base import Store
+from store.redis import RedisStore
+from store.sqlite import SQLiteStore
+
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server process of our own (so no run sees another's keys)."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.workdir), "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", "always"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    client.close()
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis URL: MINGPIAN_TEST_REDIS_URL, or a redis-server started for this session."""
+    given = os.environ.get("MINGPIAN_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def clean_redis_url(redis_url: str) -> str:
+    """The session's Redis, emptied for this test."""
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    r.close()
+    return redis_url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Parametrise a test over both back-ends."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A fresh store of the back-end under test."""
+    st: Store
+    if backend == "redis":
+        st = RedisStore(request.getfixturevalue("clean_redis_url"))
+    else:
+        st = SQLiteStore(tmp_path / "store.db")
+    yield st
+    st.close()
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test: a private data dir, a known API key, no .env."""
+    values: dict[str, object] = {"data_dir": data_dir, "api_keys": API_KEY,
+                                 "redis_url": None}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings for the back-end under test."""
+    redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
+    return make_settings(tmp_path / "data", redis_url=redis_url)
