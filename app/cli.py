@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "reply in groups. Stops cleanly on SIGTERM/SIGINT; a SIGKILL loses "
                        "nothing (claimed items come back after the visibility timeout).")
     w.set_defaults(fn=_worker)
+
+    from app.commands import bot, cards, catalog, demo
+
+    for module in (bot, catalog, cards, demo):
+        module.register(sub)
     return p
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health
+from app.api import cards, catalog, health, messages, orders, profiles, recommend, wechat
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware
 from app.metrics import Metrics, MetricsMiddleware
@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(health.router)
+    for module in (health, wechat, messages, profiles, catalog, recommend, cards, orders):
+        app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -1,0 +1,7 @@
+"""Routes of the orders surface."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

