@@ -764,7 +764,7 @@ class PlanEngine:
                         "binding_window",
                         f"user is bound to {user.referrer} until ts {until} ({window_days}-day window)",
                     )
-        if user_id in self._ancestors(session, referrer_id):
+        if user_id in self._ancestors(session, referrer_id, looking_for=[user_id]):
             raise BindingRefused(
                 "cycle", f"{referrer_id} is already referred (in)directly by {user_id}"
             )
@@ -782,14 +782,20 @@ class PlanEngine:
         session.touch(referrer)
         return user
 
-    def _ancestors(self, session: _Session, user_id: str) -> list[str]:
-        """Return `user_id` and its referrer chain upwards (guarded against corrupt cycles)."""
+    @staticmethod
+    def _ancestors(session: _Session, user_id: str, *, looking_for: Iterable[str]) -> list[str]:
+        """Return `user_id` and its referrers upwards until every id in `looking_for` is met."""
+        # Stops at the top, and on a repeated id should a corrupt store hold a cycle.
         chain = [user_id]
         seen = {user_id}
+        missing = set(looking_for) - seen
         node = session.peek_user(user_id)
-        while node is not None and node.referrer is not None and node.referrer not in seen:
+        while missing and node is not None and node.referrer is not None:
+            if node.referrer in seen:
+                break
             chain.append(node.referrer)
             seen.add(node.referrer)
+            missing.discard(node.referrer)
             node = session.peek_user(node.referrer)
         return chain
 
@@ -889,27 +895,35 @@ class PlanEngine:
             if referrer is not None and referrer.role != "member":
                 found.append(
                     _Candidate(
-                        "direct",
-                        referrer.user_id,
-                        limits.direct_bp,
-                        eligible,
-                        eligible * limits.direct_bp // BP_DENOMINATOR,
+                        rule="direct",
+                        beneficiary=referrer.user_id,
+                        rate_bp=limits.direct_bp,
+                        base_cents=eligible,
+                        amount_cents=eligible * limits.direct_bp // BP_DENOMINATOR,
                     )
                 )
         # Only an agent buyer in a team yields team and peer rewards (not members, not bosses).
         if buyer.role == "agent" and buyer.boss is not None and buyer.boss != buyer.user_id:
             team_cents = eligible * limits.team_bp // BP_DENOMINATOR
-            found.append(_Candidate("team", buyer.boss, limits.team_bp, eligible, team_cents))
+            found.append(
+                _Candidate(
+                    rule="team",
+                    beneficiary=buyer.boss,
+                    rate_bp=limits.team_bp,
+                    base_cents=eligible,
+                    amount_cents=team_cents,
+                )
+            )
             boss = session.peek_user(buyer.boss)
             if boss is not None and boss.origin_boss is not None:
                 # The peer reward's base is the team amount before compliance cuts.
                 found.append(
                     _Candidate(
-                        "peer",
-                        boss.origin_boss,
-                        limits.peer_bp,
-                        team_cents,
-                        team_cents * limits.peer_bp // BP_DENOMINATOR,
+                        rule="peer",
+                        beneficiary=boss.origin_boss,
+                        rate_bp=limits.peer_bp,
+                        base_cents=team_cents,
+                        amount_cents=team_cents * limits.peer_bp // BP_DENOMINATOR,
                     )
                 )
         return [c for c in found if c.beneficiary != buyer.user_id]
@@ -919,7 +933,9 @@ class PlanEngine:
     ) -> list[LedgerDraft]:
         eligible = order.eligible_cents or 0
         candidates = self._candidates(session, buyer=buyer, eligible=eligible)
-        chain = self._ancestors(session, buyer.user_id)
+        chain = self._ancestors(
+            session, buyer.user_id, looking_for=[c.beneficiary for c in candidates]
+        )
         cap = eligible * self._limits.max_total_bp // BP_DENOMINATOR
         credited_total = 0
         drafts: list[LedgerDraft] = []

@@ -73,12 +73,37 @@ def event(
     )
 
 
-def complete(engine: PlanEngine, order_id: str, user_id: str, **kw: int) -> list[LedgerDraft]:
-    return engine.apply_order_event(event(order_id, user_id, "completed", **kw))
+def complete(
+    engine: PlanEngine,
+    order_id: str,
+    user_id: str,
+    *,
+    eligible: int = 10_000,
+    ineligible: int = 0,
+    refund: int = 0,
+    ts: int = T0,
+) -> list[LedgerDraft]:
+    return engine.apply_order_event(
+        event(
+            order_id,
+            user_id,
+            "completed",
+            eligible=eligible,
+            ineligible=ineligible,
+            refund=refund,
+            ts=ts,
+        )
+    )
 
 
 def refund(
-    engine: PlanEngine, order_id: str, user_id: str, cents: int, *, amount: int = 10_000, ts: int = T0
+    engine: PlanEngine,
+    order_id: str,
+    user_id: str,
+    cents: int,
+    *,
+    amount: int = 10_000,
+    ts: int = T0,
 ) -> list[LedgerDraft]:
     return engine.apply_order_event(
         event(order_id, user_id, "refunded", eligible=amount, refund=cents, ts=ts)
@@ -191,9 +216,7 @@ def test_rule1_ref_code_on_paid_binds_an_unbound_buyer() -> None:
 def test_rule1_ref_code_on_completed_binds_when_paid_never_came() -> None:
     engine = make()
     complete(engine, "o-1", "A")
-    drafts = complete(engine, "o-2", "B", referrer="A") if False else engine.apply_order_event(
-        event("o-2", "B", "completed", referrer="A")
-    )
+    drafts = engine.apply_order_event(event("o-2", "B", "completed", referrer="A"))
     assert amounts(drafts) == {("A", "direct"): 1000}
 
 
@@ -293,7 +316,6 @@ def test_rule2_nobody_pays_to_join_ineligible_items_never_count() -> None:
 
 def test_rule3_new_agent_joins_its_boss_referrers_team() -> None:
     tree = grow()
-    assert tree.engine.referral_view("E-none")["role"] == "member"
     tree.bind("E", "A")  # A is a boss: E joins A's own team
     tree.buy("o-e", "E")
     assert tree.engine.referral_view("E")["boss"] == "A"
@@ -345,7 +367,11 @@ def test_rule4_later_direct_agents_join_the_new_boss_team() -> None:
 def test_rule5_direct_team_and_peer_rewards() -> None:
     tree = grow()
     # H (agent in D's team, D's origin A): direct D 10 %, team D 5 %, peer A 20 % of 500.
-    assert amounts(tree.drafts["o-h"]) == {("D", "direct"): 1000, ("D", "team"): 500, ("A", "peer"): 100}
+    assert amounts(tree.drafts["o-h"]) == {
+        ("D", "direct"): 1000,
+        ("D", "team"): 500,
+        ("A", "peer"): 100,
+    }
 
 
 def test_rule5_amounts_are_floored_to_the_cent() -> None:
@@ -415,7 +441,10 @@ def test_rule6_compliance_withheld_amounts_name_their_reason() -> None:
     engine.bind("B", "A", ts=T0)
     [d] = complete(engine, "o-1", "B")
     assert (d.kind, d.beneficiary, d.amount_cents, d.reason) == (
-        "withheld", "A", 1000, REASON_MAX_LEVELS,
+        "withheld",
+        "A",
+        1000,
+        REASON_MAX_LEVELS,
     )
 
 
@@ -442,7 +471,11 @@ def test_rule7_refund_reverses_every_reward_by_the_refunded_share_floored() -> N
     tree = grow()
     drafts = refund(tree.engine, "o-h", "H", 3333)
     # 33.33 %: 333.3 -> 333, 166.65 -> 166, 33.33 -> 33
-    assert amounts(drafts, "reversal") == {("D", "direct"): -333, ("D", "team"): -166, ("A", "peer"): -33}
+    assert amounts(drafts, "reversal") == {
+        ("D", "direct"): -333,
+        ("D", "team"): -166,
+        ("A", "peer"): -33,
+    }
     assert all(d.reason == "refund" and d.amount_cents < 0 for d in drafts)
 
 
@@ -451,7 +484,11 @@ def test_rule7_refund_is_cumulative() -> None:
     refund(tree.engine, "o-h", "H", 3333)
     drafts = refund(tree.engine, "o-h", "H", 5000)
     # totals 500 / 250 / 50, minus what was already reversed (333 / 166 / 33)
-    assert amounts(drafts, "reversal") == {("D", "direct"): -167, ("D", "team"): -84, ("A", "peer"): -17}
+    assert amounts(drafts, "reversal") == {
+        ("D", "direct"): -167,
+        ("D", "team"): -84,
+        ("A", "peer"): -17,
+    }
 
 
 def test_rule7_refund_reverses_also_when_already_payable() -> None:
@@ -470,12 +507,32 @@ def test_rule7_refund_reverses_also_when_already_payable() -> None:
 def test_rule8_every_entry_names_order_beneficiary_rule_rate_base_path() -> None:
     tree = grow()
     [direct, team, peer] = tree.drafts["o-h"]
-    assert (direct.order_id, direct.beneficiary, direct.rule, direct.rate_bp, direct.base_cents) == (
-        "o-h", "D", "direct", 1000, 10_000,
+    assert (
+        direct.order_id,
+        direct.beneficiary,
+        direct.rule,
+        direct.rate_bp,
+        direct.base_cents,
+    ) == (
+        "o-h",
+        "D",
+        "direct",
+        1000,
+        10_000,
     )
     assert direct.path == ("H", "D")
-    assert (team.rule, team.rate_bp, team.base_cents, team.path) == ("team", 500, 10_000, ("H", "D"))
-    assert (peer.rule, peer.rate_bp, peer.base_cents, peer.path) == ("peer", 2000, 500, ("H", "D", "A"))
+    assert (team.rule, team.rate_bp, team.base_cents, team.path) == (
+        "team",
+        500,
+        10_000,
+        ("H", "D"),
+    )
+    assert (peer.rule, peer.rate_bp, peer.base_cents, peer.path) == (
+        "peer",
+        2000,
+        500,
+        ("H", "D", "A"),
+    )
 
 
 def test_rule8_drafts_chain_into_a_verifiable_ledger() -> None:
@@ -511,7 +568,10 @@ def test_reading_e_is_the_completed_events_eligible_items() -> None:
     engine.apply_order_event(event("o-1", "B", "paid", eligible=50_000))
     completed = OrderEvent.from_dict(
         {
-            "order_id": "o-1", "user_id": "B", "status": "completed", "amount_cents": 12_000,
+            "order_id": "o-1",
+            "user_id": "B",
+            "status": "completed",
+            "amount_cents": 12_000,
             "items": [
                 {"item_id": "a", "amount_cents": 3000},  # missing reward_eligible = true
                 {"item_id": "b", "amount_cents": 2000, "reward_eligible": True},
@@ -710,7 +770,8 @@ def test_reading_partial_cut_is_one_credited_and_one_withheld_entry() -> None:
     tree = grow(PlanConfig(team_bp=3000))
     team = [d for d in tree.buy("o-h2", "H") if d.rule == "team"]
     assert [(d.kind, d.amount_cents, d.reason) for d in team] == [
-        ("credit", 2000, "team"), ("withheld", 1000, REASON_MAX_TOTAL),
+        ("credit", 2000, "team"),
+        ("withheld", 1000, REASON_MAX_TOTAL),
     ]
 
 
@@ -778,9 +839,13 @@ def test_reading_refund_share_is_min_refund_amount_over_amount() -> None:
     complete(engine, "o-0", "A")
     engine.bind("B", "A", ts=T0)
     complete(engine, "o-1", "B", eligible=10_000, ineligible=10_000)  # amount 20000, E 10000
-    assert amounts(refund(engine, "o-1", "B", 10_000, amount=20_000), "reversal") == {("A", "direct"): -500}
+    assert amounts(refund(engine, "o-1", "B", 10_000, amount=20_000), "reversal") == {
+        ("A", "direct"): -500
+    }
     # more than the amount is a full refund, never more than the reward
-    assert amounts(refund(engine, "o-1", "B", 99_999, amount=20_000), "reversal") == {("A", "direct"): -500}
+    assert amounts(refund(engine, "o-1", "B", 99_999, amount=20_000), "reversal") == {
+        ("A", "direct"): -500
+    }
 
 
 def test_reading_reversals_are_new_entries_for_the_difference() -> None:
@@ -825,7 +890,11 @@ def test_reading_an_order_completes_at_most_once() -> None:
     tree = grow()
     again = complete(tree.engine, "o-h", "H", refund=1000)  # a new key, still no new reward
     assert amounts(again) == {}
-    assert amounts(again, "reversal") == {("D", "direct"): -100, ("D", "team"): -50, ("A", "peer"): -10}
+    assert amounts(again, "reversal") == {
+        ("D", "direct"): -100,
+        ("D", "team"): -50,
+        ("A", "peer"): -10,
+    }
 
 
 def test_reading_completed_before_paid_is_applied_once() -> None:
@@ -882,12 +951,20 @@ def test_reading_path_runs_from_buyer_up_to_beneficiary() -> None:
 def test_reading_referral_view_boss_is_itself_direct_referrals_and_team() -> None:
     tree = grow()
     assert tree.engine.referral_view("A") == {
-        "role": "boss", "referrer": None, "boss": "A", "origin_boss": None,
-        "direct_referrals": ["B", "C", "D"], "team": ["F", "G"],
+        "role": "boss",
+        "referrer": None,
+        "boss": "A",
+        "origin_boss": None,
+        "direct_referrals": ["B", "C", "D"],
+        "team": ["F", "G"],
     }
     assert tree.engine.referral_view("K") == {
-        "role": "agent", "referrer": "H", "boss": "D", "origin_boss": None,
-        "direct_referrals": [], "team": [],
+        "role": "agent",
+        "referrer": "H",
+        "boss": "D",
+        "origin_boss": None,
+        "direct_referrals": [],
+        "team": [],
     }
     assert tree.engine.referral_view("nobody")["role"] == "member"
 
@@ -930,7 +1007,41 @@ def test_event_for_another_buyer_is_a_conflict_and_changes_nothing() -> None:
 )
 def test_malformed_events_are_rejected(bad: dict[str, object]) -> None:
     data: dict[str, object] = {
-        "order_id": "o-1", "user_id": "A", "status": "paid", "amount_cents": 100, "ts": T0,
+        "order_id": "o-1",
+        "user_id": "A",
+        "status": "paid",
+        "amount_cents": 100,
+        "ts": T0,
     }
     with pytest.raises(ValueError):
         OrderEvent.from_dict({**data, **bad})
+
+
+# --------------------------------------------------------------------------- decisions where §7 leaves room
+
+
+def test_decision_rates_are_clamped_to_0_10000_and_freeze_to_zero_days() -> None:
+    engine = make(PlanConfig(direct_bp=-500, team_bp=20_000, freeze_days=-3))
+    seed(engine, "Z", role="boss")
+    seed(engine, "A", role="agent", referrer="Z", boss="Z")
+    engine.bind("B", "A", ts=T0)
+    drafts = complete(engine, "o-1", "B")
+    # no negative direct reward; team 100 % of E, capped at 30 %
+    assert amounts(drafts) == {("Z", "team"): 3000}
+    assert amounts(drafts, "withheld") == {("Z", "team"): 7000}
+    assert entry_status(drafts[0], now_ts=T0, config=engine.config) == "payable"
+
+
+def test_decision_refund_share_uses_the_completed_events_amount() -> None:
+    engine = make()
+    complete(engine, "o-0", "A")
+    engine.bind("B", "A", ts=T0)
+    engine.apply_order_event(event("o-1", "B", "paid", eligible=10_000, amount=40_000))
+    complete(engine, "o-1", "B", eligible=10_000)  # amount 10000 on completion
+    assert amounts(refund(engine, "o-1", "B", 5000), "reversal") == {("A", "direct"): -500}
+
+
+def test_decision_refunded_event_ref_code_does_not_bind() -> None:
+    engine = make()
+    engine.apply_order_event(event("o-1", "B", "refunded", refund=10, referrer="A"))
+    assert engine.referral_view("B")["referrer"] is None
