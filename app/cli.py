@@ -17,9 +17,10 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app.catalog_wiring import tune_for_serving
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+    uvicorn.run(tune_for_serving(create_app(settings)), host=args.host, port=args.port,
                 log_level=settings.log_level.lower(), access_log=False)
     return 0
 
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("faiss.loader", "httpx", "jieba"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
     fn: Command = args.fn
     return fn(args, settings)
 

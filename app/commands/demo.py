@@ -1,9 +1,267 @@
-"""CLI verbs of the demo domain."""
+"""`mingpian demo`: load the demo catalog, create two cards, replay a bundled group chat
+through the real signed WeCom callback, then print what mingpian learned.
+
+Against a running service (`make run`) it uses that service's settings (the same MINGPIAN_*
+environment or .env); when nothing answers at --url it starts a service of its own. WeCom's
+servers cannot be reached here, so the demo stands in for them on the address the service's
+`MINGPIAN_WECOM__API_BASE` names: the bot's in-group replies land there and are printed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from app.settings import Settings, WeComSettings
+
+if TYPE_CHECKING:
+    from bot.standin import WeComStandIn
+
+GROUP_NAMES = {"g-beauty-01": "美妆护肤群", "g-muying-01": "宝妈交流群", "g-car-01": "车友群"}
+# Credentials the demo uses when it starts its own service (and `make run` uses too).
+DEMO_WECOM = {"corp_id": "wwdemo0000000001", "token": "mingpiandemo",
+              "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "secret": "demo-secret"}
+CARDS = [
+    {"staff_id": "s-001", "name": "林小美", "title": "美妆护肤顾问", "company": "名片美妆·上海店",
+     "phone": "13800001111", "avatar_url": "", "provider_id": "sh-01",
+     "wecom_user_id": "linxiaomei",
+     "bio": "十年护肤经验，擅长敏感肌和换季修护，欢迎随时问我。"},
+    {"staff_id": "s-002", "name": "陈静", "title": "母婴育儿顾问", "company": "名片母婴·北京店",
+     "phone": "13900002222", "avatar_url": "", "provider_id": "bj-01",
+     "wecom_user_id": "chenjing",
+     "bio": "国家二级育婴师，辅食、睡眠、早教都可以聊。"},
+]
+
+
+@dataclass
+class Target:
+    """The service the demo talks to."""
+
+    url: str
+    api_key: str
+    wecom: WeComSettings
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def chat_path() -> Path:
+    """Return the bundled demo chat (JSONL, CONTRACTS §2 objects)."""
+    return Path(__file__).resolve().parents[1] / "demo" / "chat.jsonl"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_own_service(api_base: str) -> Target:
+    port = _free_port()
+    data = Path(tempfile.mkdtemp(prefix="mingpian-demo-"))
+    env = {**os.environ, "MINGPIAN_DATA_DIR": str(data), "MINGPIAN_API_KEYS": "demo-key",
+           "MINGPIAN_REDIS_URL": "", "MINGPIAN_WECOM__API_BASE": api_base,
+           "MINGPIAN_REPLY__QUIET_START_HOUR": "0", "MINGPIAN_REPLY__QUIET_END_HOUR": "0",
+           "MINGPIAN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+           "MINGPIAN_LOG_LEVEL": "WARNING"}
+    env.update({f"MINGPIAN_WECOM__{k.upper()}": v for k, v in DEMO_WECOM.items()})
+    log = open(data / "serve.log", "wb")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while not _healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the demo service did not start; see {data / 'serve.log'}")
+        time.sleep(0.3)
+    wecom = WeComSettings(corp_id=DEMO_WECOM["corp_id"], token=DEMO_WECOM["token"],
+                          aes_key=DEMO_WECOM["aes_key"], secret=DEMO_WECOM["secret"],
+                          api_base=api_base)
+    print(f"started a demo service at {url} (data in {data})")
+    return Target(url, "demo-key", wecom, proc)
+
+
+def _post(c: httpx.Client, path: str, body: object) -> Any:
+    r = c.post(path, json=body)
+    if r.status_code >= 400:
+        raise SystemExit(f"POST {path} → {r.status_code}: {r.text[:300]}")
+    return r.json()
+
+
+def _queue_depth(c: httpx.Client) -> int:
+    m = re.search(r'^mingpian_queue_depth\{queue="inbox"\} (\S+)$', c.get("/metrics").text, re.M)
+    return int(float(m.group(1))) if m else 0
+
+
+def _replay(c: httpx.Client, wecom: WeComSettings, lines: list[dict[str, Any]]) -> Counter[int]:
+    from bot.simulate import signed_wecom_post, wecom_text_xml
+
+    shift = int(time.time()) - max(int(m["ts"]) for m in lines)  # the chat ends "now"
+    statuses: Counter[int] = Counter()
+    ids: dict[str, int] = {}
+    for m in lines:
+        msg_id = ids.setdefault(m["msg_id"], 7_000_000 + len(ids))
+        xml = wecom_text_xml(corp_id=wecom.corp_id, user_id=m["user_id"], text=m["text"],
+                             msg_id=msg_id, ts=int(m["ts"]) + shift, group_id=m.get("group_id"))
+        path, body = signed_wecom_post(xml, token=wecom.token.get_secret_value(),
+                                       aes_key=wecom.aes_key.get_secret_value(),
+                                       corp_id=wecom.corp_id, timestamp=str(int(time.time())))
+        statuses[c.post(path, content=body, headers={"content-type": "text/xml"}).status_code] += 1
+    return statuses
+
+
+def _tags(profile: dict[str, Any], n: int) -> str:
+    return "、".join(f"{t['tag']} {t['weight']:.2f}" for t in profile.get("tags", [])[:n]) or "（暂无）"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the demo; return the exit status."""
+    from bot.standin import WeComStandIn
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    url = args.url.rstrip("/")
+    standin: WeComStandIn | None = None
+    if _healthy(url):
+        if settings.wecom is None:
+            print("the service at --url answers, but no MINGPIAN_WECOM__* settings are here to "
+                  "sign callbacks with: run the demo with the service's environment "
+                  "(make run sets demo values), or stop the service and let the demo start one",
+                  file=sys.stderr)
+            return 2
+        keys = settings.api_key_list()
+        target = Target(url, args.api_key or (keys[0] if keys else "dev-key"), settings.wecom)
+        print(f"using the service at {url}")
+        api = urlsplit(target.wecom.api_base)
+        if api.hostname in ("127.0.0.1", "localhost") and api.port:
+            standin = WeComStandIn(corp_id=target.wecom.corp_id, port=api.port,
+                                   secret=target.wecom.secret.get_secret_value()
+                                   if target.wecom.secret else "")
+        else:
+            print(f"(replies go to {target.wecom.api_base}; they are not shown here)")
+    else:
+        standin = WeComStandIn(corp_id=DEMO_WECOM["corp_id"], secret=DEMO_WECOM["secret"],
+                               port=_free_port())
+        target = _start_own_service(standin.url)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if standin is not None:
+            standin.start()
+        return _run(target, standin, out)
+    finally:
+        if standin is not None:
+            standin.stop()
+        if target.proc is not None:
+            target.proc.terminate()
+            target.proc.wait(timeout=30)
+
+
+def _run(target: Target, standin: WeComStandIn | None, out: Path) -> int:
+    from catalog_sync.loader import demo_catalog_path
+
+    headers = {"Authorization": f"Bearer {target.api_key}"}
+    with httpx.Client(base_url=target.url, headers=headers, timeout=60) as c:
+        items = [json.loads(x) for x in demo_catalog_path().read_text().splitlines() if x.strip()]
+        loaded = 0
+        for i in range(0, len(items), 100):
+            res = _post(c, "/v1/catalog/items", {"items": items[i : i + 100]})
+            loaded += int(res.get("accepted", res.get("upserted", 0)) or 0)
+        print(f"1. demo catalog: {len(items)} items sent ({loaded} accepted)")
+
+        cards = []
+        for fields in CARDS:
+            card = _post(c, "/v1/cards", fields)
+            share = _post(c, f"/v1/cards/{card['id']}/shares", {"sharer_id": fields["staff_id"]})
+            poster = c.get(f"/c/{card['id']}/poster.png")
+            path = out / f"poster-{fields['staff_id']}.png"
+            if poster.status_code == 200:
+                path.write_bytes(poster.content)
+            cards.append((fields, card, share, path if poster.status_code == 200 else None))
+        print(f"2. cards: {', '.join(f[0]['name'] for f in cards)}")
+
+        lines = [json.loads(x) for x in chat_path().read_text().splitlines() if x.strip()]
+        t0 = time.perf_counter()
+        statuses = _replay(c, target.wecom, lines)
+        took = time.perf_counter() - t0
+        print(f"3. replayed {len(lines)} deliveries ({len({m['msg_id'] for m in lines})} distinct "
+              f"messages, repeats included) through the signed WeCom callback in {took:.1f} s: "
+              + ", ".join(f"HTTP {k} × {v}" for k, v in sorted(statuses.items())))
+        deadline = time.monotonic() + 300
+        while _queue_depth(c) > 0 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(1.0)  # the last batch's replies
+        _summary(c, lines, cards, standin)
+    return 0 if set(statuses) == {200} else 1
+
+
+def _summary(c: httpx.Client, lines: list[dict[str, Any]],
+             cards: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path | None]],
+             standin: WeComStandIn | None) -> None:
+    by_group: dict[str, Counter[str]] = defaultdict(Counter)
+    names: dict[str, str] = {}
+    for m in lines:
+        by_group[m["group_id"]][m["user_id"]] += 1
+        names[m["user_id"]] = m.get("user_name") or m["user_id"]
+    print("\n== 各群最近在聊什么 (group profiles) ==")
+    for gid in by_group:
+        r = c.get(f"/v1/groups/{gid}/profile")
+        prof = r.json() if r.status_code == 200 else {}
+        print(f"  {GROUP_NAMES.get(gid, gid)} ({gid}, {prof.get('message_count', 0)} 条): "
+              f"{_tags(prof, 6)}")
+    print("\n== 几位群成员的画像与推荐 (member profiles → recommendations) ==")
+    for members in by_group.values():
+        for uid, _ in members.most_common(2):
+            prof = c.get(f"/v1/users/{uid}/profile").json()
+            print(f"  {names[uid]} ({uid}, {prof.get('message_count', 0)} 条): {_tags(prof, 4)}")
+            recs = c.get("/v1/recommendations", params={"user_id": uid, "k": 3}).json()
+            for it in recs.get("items", []):
+                print(f"      → {it['title']}  ¥{it['price_cents'] / 100:.2f}  ({it['reason']})")
+            print(f"      strategy: {recs.get('strategy')}")
+    print("\n== 机器人在群里的回复 (bot replies) ==")
+    sent = standin.sent_texts() if standin is not None else []
+    mentions = len({m["msg_id"] for m in lines if "@名片助手" in m["text"]})
+    for chat, text in sent:
+        print(f"  [{GROUP_NAMES.get(chat, chat)}]")
+        for t in text.splitlines():
+            print(f"      {t}")
+    print(f"  {len(sent)} replies to {mentions} @-mentions (one reply per group per "
+          f"reply interval; the rest were held back by the rate limit)")
+    print("\n== 名片与分享 (cards, share links, posters) ==")
+    for fields, card, share, poster in cards:
+        print(f"  {fields['name']} · {fields['title']}")
+        print(f"      card:   {card.get('url', '')}")
+        print(f"      share:  {share['url']}   (code {share['code']})")
+        print(f"      poster: {poster.resolve() if poster else '(not rendered)'}")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this domain's verbs to the parser."""
+    """Add `mingpian demo`."""
+    d = sub.add_parser(
+        "demo", help="load the demo catalog, replay a bundled group chat through the signed "
+        "WeCom callback, print profiles, recommendations, replies and card URLs",
+        description=__doc__)
+    d.add_argument("--url", default="http://127.0.0.1:8000",
+                   help="the service to use; when nothing answers there the demo starts one")
+    d.add_argument("--api-key", default=None, help="API key (default: first MINGPIAN_API_KEYS)")
+    d.add_argument("--out", default="demo-out", help="where posters are written (demo-out)")
+    d.set_defaults(fn=run_demo)
