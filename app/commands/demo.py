@@ -33,9 +33,11 @@ if TYPE_CHECKING:
     from bot.standin import WeComStandIn
 
 GROUP_NAMES = {"g-beauty-01": "美妆护肤群", "g-muying-01": "宝妈交流群", "g-car-01": "车友群"}
-# Credentials the demo uses when it starts its own service (and `make run` uses too).
+# Credentials the demo uses when it starts its own service; `make run` uses the same ones
+# (Makefile DEMO_ENV), with the stand-in's address as the WeCom API base.
 DEMO_WECOM = {"corp_id": "wwdemo0000000001", "token": "mingpiandemo",
               "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "secret": "demo-secret"}
+MAKE_RUN_API_BASE = "http://127.0.0.1:8071"
 CARDS = [
     {"staff_id": "s-001", "name": "林小美", "title": "美妆护肤顾问", "company": "名片美妆·上海店",
      "phone": "13800001111", "avatar_url": "", "provider_id": "sh-01",
@@ -88,11 +90,12 @@ def _start_own_service(api_base: str) -> Target:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the demo service did not start; see {data / 'serve.log'}")
         time.sleep(0.3)
-    wecom = WeComSettings(corp_id=DEMO_WECOM["corp_id"], token=DEMO_WECOM["token"],
-                          aes_key=DEMO_WECOM["aes_key"], secret=DEMO_WECOM["secret"],
-                          api_base=api_base)
     print(f"started a demo service at {url} (data in {data})")
-    return Target(url, "demo-key", wecom, proc)
+    return Target(url, "demo-key", _demo_wecom(api_base), proc)
+
+
+def _demo_wecom(api_base: str) -> WeComSettings:
+    return WeComSettings.model_validate({**DEMO_WECOM, "api_base": api_base})
 
 
 def _post(c: httpx.Client, path: str, body: object) -> Any:
@@ -142,14 +145,10 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url.rstrip("/")
     standin: WeComStandIn | None = None
     if _healthy(url):
-        if settings.wecom is None:
-            print("the service at --url answers, but no MINGPIAN_WECOM__* settings are here to "
-                  "sign callbacks with: run the demo with the service's environment "
-                  "(make run sets demo values), or stop the service and let the demo start one",
-                  file=sys.stderr)
-            return 2
+        # Without WeCom settings here, assume the service is `make run`'s (same demo values).
+        wecom = settings.wecom or _demo_wecom(MAKE_RUN_API_BASE)
         keys = settings.api_key_list()
-        target = Target(url, args.api_key or (keys[0] if keys else "dev-key"), settings.wecom)
+        target = Target(url, args.api_key or (keys[0] if keys else "dev-key"), wecom)
         print(f"using the service at {url}")
         api = urlsplit(target.wecom.api_base)
         if api.hostname in ("127.0.0.1", "localhost") and api.port:
