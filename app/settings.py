@@ -55,6 +55,8 @@ class ReplySettings(BaseModel):
     quiet_end_hour: int = 8  # exclusive
     confidence: float = 0.55  # unprompted answers need at least this score
     max_items: int = 3
+    card_url: str | None = None  # the salesperson's card link appended to replies; None = none
+    bot_user_ids: list[str] = Field(default_factory=list)  # senders that are bots: never answered
 
 
 class Settings(BaseSettings):
@@ -79,6 +81,9 @@ class Settings(BaseSettings):
     dedup_ttl_days: int = 7
     retain_messages: bool = False
     profile_half_life_days: float = 30.0
+    taxonomy_path: Path | None = None  # replaces the shipped nlp/dicts/taxonomy.json
+    extra_taxonomy_path: Path | None = None  # adds tags (or keywords to same-named tags)
+    taxonomy_examples_path: Path | None = None  # example sentences; None = the shipped file
     max_body_bytes: int = 1024 * 1024
     queue_visibility_s: float = 30.0
     queue_max_attempts: int = 5
@@ -86,8 +91,13 @@ class Settings(BaseSettings):
     embedded_worker: bool = True  # serve also consumes the queue in embedded (SQLite) mode
     referral_policy: Literal["first", "window_days", "last"] = "first"
     referral_window_days: int = 30
-    exact_index_max: int = 200_000  # above this many items the index is approximate
+    # Above this many items the index is approximate (IVF). Exact search reads every vector
+    # for every query: ~3 ms a page view at 10k items here, ~35 ms at 100k (BENCHMARKS.md).
+    exact_index_max: int = 10_000
+    index_nprobe: int = 32  # IVF lists probed per query: recall@10 ≥ 0.97 at 100k–1M items
+    index_poll_s: float = 0.5  # how often each process checks the catalog version
     tz_offset_hours: int = 8  # Asia/Shanghai, for quiet hours and "per visitor per day"
+    poster_font: Path | None = None  # a CJK .ttf/.ttc/.otf for posters; None = find one
     log_level: str = "INFO"
 
     @field_validator("redis_url")

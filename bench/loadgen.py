@@ -91,8 +91,7 @@ async def _worker(host: str, port: int, queue: asyncio.Queue[tuple[Request, int]
             writer.write(head.encode() + req.body)
             await writer.drain()
             status = await asyncio.wait_for(_read_response(reader), timeout=10)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError,
-                asyncio.LimitOverrunError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, asyncio.LimitOverrunError):
             if writer is not None:
                 writer.close()
             reader = writer = None

@@ -61,6 +61,10 @@ class Batch:
     ``checks`` are (ns, key, expected_version) with 0 meaning "must not exist".
     ``once`` is a marker: if it was set by an earlier commit, nothing applies (so the
     effect of one queue item is applied exactly once even when it is redelivered).
+    ``once_all`` are more markers, for a batch that carries the effects of many items: if
+    any one of them (or ``once``) was set by an earlier commit, nothing applies and the
+    commit answers DUPLICATE; otherwise every one is set. :meth:`Store.seen_once` tells
+    which to leave out before trying again.
     """
 
     puts: list[tuple[str, str, JSON]] = field(default_factory=list)
@@ -69,7 +73,13 @@ class Batch:
     incrs: list[tuple[str, str, int]] = field(default_factory=list)
     checks: list[tuple[str, str, int]] = field(default_factory=list)
     once: str | None = None
+    once_all: list[str] = field(default_factory=list)
     once_ttl_s: int = 30 * 86_400
+
+    def markers(self) -> list[str]:
+        """Return every once-marker of the batch, each once, in order."""
+        first = [self.once] if self.once is not None else []
+        return list(dict.fromkeys([*first, *self.once_all]))
 
     def families(self) -> set[str]:
         """Return every family the batch touches."""
@@ -109,7 +119,11 @@ class Store(Protocol):
         """Return how many records a namespace holds."""
 
     def commit(self, batch: Batch) -> CommitResult:
-        """Apply a batch atomically (checks, once-marker, then writes)."""
+        """Apply a batch atomically (checks, once-markers, then writes)."""
+
+    def seen_once(self, family: str, markers: Sequence[str]) -> set[str]:
+        """Return the markers among these that a committed batch of this family has set
+        (and that have not expired): a commit carrying any of them would be a DUPLICATE."""
 
     # -- dedup keys ----------------------------------------------------------
     def first_seen(self, key: str, ttl_s: int) -> bool:

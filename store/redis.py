@@ -46,18 +46,20 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return n
 """
 
-# ARGV[1]: JSON {checks: [[k, ver]], once: k|0, once_ttl, puts: [[k, ik, key, doc]],
+# ARGV[1]: JSON {checks: [[k, ver]], onces: [k], once_ttl, puts: [[k, ik, key, doc]],
 # deletes: [[k, ik, key]], appends: [[k, entry]], incrs: [[k, field, by]]}; k = KEYS index.
+# The once-markers are all looked at before any is set: one already there, nothing written.
 _COMMIT = """
 local op = cjson.decode(ARGV[1])
 for _, c in ipairs(op.checks) do
   local v = tonumber(redis.call('HGET', KEYS[c[1]], 'v') or '0')
   if v ~= c[2] then return 'conflict' end
 end
-if op.once ~= 0 then
-  if not redis.call('SET', KEYS[op.once], '1', 'NX', 'EX', op.once_ttl) then
-    return 'duplicate'
-  end
+for _, o in ipairs(op.onces) do
+  if redis.call('EXISTS', KEYS[o]) == 1 then return 'duplicate' end
+end
+for _, o in ipairs(op.onces) do
+  redis.call('SET', KEYS[o], '1', 'EX', op.once_ttl)
 end
 for _, p in ipairs(op.puts) do
   redis.call('HINCRBY', KEYS[p[1]], 'v', 1)
@@ -118,6 +120,9 @@ class RedisStore:
 
     def _ck(self, ns: str) -> str:
         return f"{self.p}:{{{family(ns)}}}:c:{ns}"
+
+    def _ok(self, fam: str, marker: str) -> str:
+        return f"{self.p}:{{{fam}}}:o:{marker}"
 
     def _qk(self, queue: str) -> str:
         return f"{self.p}:{{q:{queue}}}"
@@ -181,7 +186,7 @@ class RedisStore:
 
         op: dict[str, Any] = {
             "checks": [[k(self._rk(ns, key)), ver] for ns, key, ver in batch.checks],
-            "once": k(f"{self.p}:{{{fam}}}:o:{batch.once}") if batch.once is not None else 0,
+            "onces": [k(self._ok(fam, m)) for m in batch.markers()],
             "once_ttl": batch.once_ttl_s,
             "puts": [[k(self._rk(ns, key)), k(self._ik(ns)), key, dumps(doc)]
                      for ns, key, doc in batch.puts],
@@ -193,6 +198,15 @@ class RedisStore:
         # cjson decodes [] as {} and ipairs over {} is fine; empty lists stay empty.
         res = self._call(lambda: self._commit_script(keys or [self._ik(fam)], [dumps(op)]))
         return CommitResult(res)
+
+    def seen_once(self, family: str, markers: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for i in range(0, len(markers), 500):
+            chunk = list(markers[i : i + 500])
+            # One MGET: every marker of a family shares its hash tag, hence its slot.
+            vals = self._call(lambda c=chunk: self.r.mget([self._ok(family, m) for m in c]))
+            out.update(m for m, v in zip(chunk, vals, strict=True) if v is not None)
+        return out
 
     # -- dedup -----------------------------------------------------------------
     def first_seen(self, key: str, ttl_s: int) -> bool:

@@ -151,19 +151,25 @@ class SQLiteStore:
     def commit(self, batch: Batch) -> CommitResult:
         batch.family()
         now = self.clock()
+        markers = ["once:" + m for m in batch.markers()]
         with self._tx() as db:
-            for ns, key, expected in batch.checks:
-                row = db.execute(
-                    "SELECT version FROM records WHERE ns=? AND key=? "
-                    "AND (expires_at IS NULL OR expires_at > ?)", (ns, key, now)
-                ).fetchone()
-                if (row[0] if row else 0) != expected:
-                    return CommitResult.CONFLICT
-            if batch.once is not None and not self._mark(db, "once:" + batch.once,
-                                                          batch.once_ttl_s):
-                return CommitResult.DUPLICATE
-            for ns, key, doc in batch.puts:
-                self._put(db, ns, key, doc, None)
+            if not self._versions_match(db, batch.checks, now):
+                return CommitResult.CONFLICT
+            if markers:
+                # All or none: BEGIN IMMEDIATE holds the write lock, so looking first and
+                # setting after cannot race another commit.
+                if self._live_marks(db, markers, now):
+                    return CommitResult.DUPLICATE
+                db.executemany(
+                    "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET expires_at=excluded.expires_at",
+                    [(m, now + batch.once_ttl_s) for m in markers])
+            if batch.puts:
+                db.executemany(
+                    "INSERT INTO records (ns, key, doc, version, expires_at) "
+                    "VALUES (?,?,?,1,NULL) ON CONFLICT (ns, key) DO UPDATE SET "
+                    "doc=excluded.doc, version=version+1, expires_at=NULL",
+                    [(ns, key, dumps(doc)) for ns, key, doc in batch.puts])
             for ns, key in batch.deletes:
                 db.execute("DELETE FROM records WHERE ns=? AND key=?", (ns, key))
             for log, entry in batch.appends:
@@ -171,6 +177,47 @@ class SQLiteStore:
             for ns, key, by in batch.incrs:
                 self._incr(db, ns, key, by)
         return CommitResult.OK
+
+    def _versions_match(self, db: sqlite3.Connection, checks: Sequence[tuple[str, str, int]],
+                        now: float) -> bool:
+        if len(checks) == 1:  # the common case: one query, no IN list
+            ns, key, expected = checks[0]
+            row = db.execute(
+                "SELECT version FROM records WHERE ns=? AND key=? "
+                "AND (expires_at IS NULL OR expires_at > ?)", (ns, key, now)
+            ).fetchone()
+            return (row[0] if row else 0) == expected
+        by_ns: dict[str, dict[str, int]] = {}
+        for ns, key, expected in checks:
+            by_ns.setdefault(ns, {})[key] = expected
+        for ns, wanted in by_ns.items():
+            keys = list(wanted)
+            found: dict[str, int] = {}
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(db.execute(
+                    f"SELECT key, version FROM records WHERE ns=? AND key IN ({marks}) "
+                    "AND (expires_at IS NULL OR expires_at > ?)", (ns, *chunk, now)
+                ).fetchall())
+            if any(found.get(k, 0) != v for k, v in wanted.items()):
+                return False
+        # A key checked twice with two versions cannot match both.
+        return all(by_ns[ns][key] == expected for ns, key, expected in checks)
+
+    def _live_marks(self, db: sqlite3.Connection, keys: Sequence[str], now: float) -> set[str]:
+        out: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(k for (k,) in db.execute(
+                f"SELECT key FROM seen WHERE key IN ({marks}) AND expires_at > ?", (*chunk, now)))
+        return out
+
+    def seen_once(self, family: str, markers: Sequence[str]) -> set[str]:
+        # One table holds the markers of every family here (SQLite has no slots to keep).
+        live = self._live_marks(self._conn(), ["once:" + m for m in markers], self.clock())
+        return {m[5:] for m in live}
 
     # -- dedup -----------------------------------------------------------------
     def _mark(self, db: sqlite3.Connection, key: str, ttl_s: int) -> bool:

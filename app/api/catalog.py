@@ -1,7 +1,159 @@
-"""Routes of the catalog surface."""
+"""Catalog webhooks of the mall (CONTRACTS §4): upsert and delete items, report events."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Body, Depends, Path
+from pydantic import BaseModel, ConfigDict
+
+from app.deps import ApiKey, ServicesDep
+from app.services import Services
+from catalog_sync.loader import ImportReport, import_items
+from catalog_sync.repo import CatalogRepo
+from models.errors import NotFoundError, ValidationFailed
+from models.ids import ID_PATTERN, Id
+from nlp.recommend import Recommender
+
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[ApiKey])
+
+MAX_BATCH = 1000
+
+_EXAMPLE = {
+    "id": "sku-10023", "kind": "product", "title": "有机高铁米粉 6月+",
+    "description": "含铁强化，6 月龄以上宝宝的第一口辅食。", "category": "母婴/辅食",
+    "tags": ["辅食添加", "补铁"], "price_cents": 6900,
+    "url": "https://mall.example.com/p/sku-10023",
+    "image_url": "https://mall.example.com/img/sku-10023.jpg",
+    "availability": [{"provider_id": "sh-01", "price_cents": 6500, "stock": 40}],
+    "active": True, "updated_at": "2026-11-01T08:00:00Z",
+}
+
+
+class ItemRejected(BaseModel):
+    """An item of the request that was not accepted, by its position."""
+
+    index: int
+    id: str | None
+    error: str
+    details: list[dict[str, Any]]
+
+
+class ItemsUpserted(BaseModel):
+    """How the request's items fared."""
+
+    received: int
+    accepted: int
+    created: int
+    updated: int
+    unchanged: int
+    stale: int  # older (updated_at) than the stored copy: ignored
+    embedded: int  # items whose text changed and were embedded again
+    rejected: int
+    errors: list[ItemRejected]
+
+
+class ItemDeleted(BaseModel):
+    """The answer to a delete."""
+
+    id: str
+    deleted: bool
+
+
+class EventIn(BaseModel):
+    """A shopper's interaction with an item, for popularity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: Literal["view", "click", "order"]
+    item_id: Id
+    provider_id: Id | None = None
+    user_id: Id | None = None
+
+
+def get_catalog(services: ServicesDep) -> CatalogRepo:
+    """Return the process's catalog repository."""
+    if services.catalog is None:
+        raise RuntimeError("the catalog is not wired (app/catalog_wiring.py)")
+    return services.catalog
+
+
+async def get_recommender(services: ServicesDep) -> Recommender:
+    """Return the process's recommender (async: no thread hop on the hot path)."""
+    if services.recommender is None:
+        raise RuntimeError("the recommender is not wired (app/catalog_wiring.py)")
+    return services.recommender
+
+
+CatalogDep = Annotated[CatalogRepo, Depends(get_catalog)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="the item's id")]
+
+
+def _refresh(services: Services) -> None:
+    # This process sees its own write at once; the others within their poll interval.
+    if services.index is not None:
+        services.index.refresh()
+
+
+@router.post("/items", response_model=ItemsUpserted)
+def upsert_items(
+    services: ServicesDep,
+    catalog: CatalogDep,
+    body: Annotated[dict[str, Any], Body(openapi_examples={
+        "one": {"value": _EXAMPLE},
+        "many": {"value": {"items": [_EXAMPLE]}},
+    })],
+) -> dict[str, Any]:
+    """Upsert one item or {"items": [...]} (≤ 1000); invalid items are reported by index.
+
+    Only items whose embedding text changed are embedded again; an item older (by
+    ``updated_at``) than the stored copy is ignored. A single invalid item is a 422.
+    """
+    single = "items" not in body
+    raw: Any = [body] if single else body["items"]
+    if not isinstance(raw, list):
+        raise ValidationFailed('"items" must be a list')
+    if len(raw) > MAX_BATCH:
+        raise ValidationFailed(f"at most {MAX_BATCH} items per request, got {len(raw)}")
+    report: ImportReport = import_items(catalog, raw)
+    if single and report.errors:
+        err = report.errors[0]
+        raise ValidationFailed(f"invalid item: {err.message}", details=err.to_json()["details"])
+    if report.stats.changed_ids:
+        _refresh(services)
+    return report.to_json()
+
+
+@router.get("/items/{item_id}")
+def get_item(item_id: ItemId, catalog: CatalogDep) -> dict[str, Any]:
+    """Return one item as stored (CONTRACTS §4)."""
+    item = catalog.get(item_id)
+    if item is None:
+        raise NotFoundError(f"no catalog item {item_id!r}")
+    return item.to_json()
+
+
+@router.delete("/items/{item_id}", response_model=ItemDeleted)
+def delete_item(item_id: ItemId, services: ServicesDep, catalog: CatalogDep) -> ItemDeleted:
+    """Remove an item from the catalog and from every recommendation."""
+    if not catalog.delete(item_id):
+        raise NotFoundError(f"no catalog item {item_id!r}")
+    _refresh(services)
+    return ItemDeleted(id=item_id, deleted=True)
+
+
+@router.post("/events", status_code=202)
+def record_event(event: EventIn, recommender: RecommenderDep) -> dict[str, str]:
+    """Count a view, click or order of an item (popularity per provider and overall); an
+    order with a user_id also marks the item as bought by that user."""
+    if event.event == "view":
+        recommender.record_view(event.item_id, provider_id=event.provider_id,
+                                user_id=event.user_id)
+    elif event.event == "click":
+        recommender.record_click(event.item_id, provider_id=event.provider_id,
+                                 user_id=event.user_id)
+    else:
+        recommender.record_order([event.item_id], user_id=event.user_id,
+                                 provider_id=event.provider_id)
+    return {"status": "recorded"}

@@ -1,7 +1,134 @@
-"""Routes of the orders surface."""
+"""Routes of the orders surface: the mall's order webhook, bindings, rewards, referrals (§6-7)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.api.cards import CardsDep
+from app.deps import ApiKey
+from cards.orders import BindingRefusedError, OrderConflictError, Submitted
+from cards.plan import OrderEvent, OrderItem
+from models.ids import Id
+
+router = APIRouter(dependencies=[ApiKey], tags=["orders"])
+
+Cents = Annotated[int, Field(ge=0, le=10**12, strict=True)]
+
+
+class OrderItemIn(BaseModel):
+    """One line of an order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    item_id: Id
+    amount_cents: Cents
+    reward_eligible: bool | None = True  # missing or null = true
+
+
+class OrderIn(BaseModel):
+    """Body of `POST /v1/orders` (the mall's order webhook)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: Id
+    user_id: Id
+    status: Literal["paid", "completed", "refunded"]
+    amount_cents: Cents
+    refund_cents: Cents | None = 0  # cumulative
+    items: Annotated[list[OrderItemIn], Field(max_length=1000)] = Field(default_factory=list)
+    ref_code: Annotated[str, Field(max_length=64)] | None = None
+    ts: int | datetime | None = None  # Unix seconds or RFC 3339; missing = now
+
+    @field_validator("ts")
+    @classmethod
+    def _sane_ts(cls, v: int | datetime | None) -> int | datetime | None:
+        if isinstance(v, int) and not 0 <= v < 10**11:
+            raise ValueError("ts must be Unix seconds")
+        return v
+
+    def to_event(self, now: float) -> OrderEvent:
+        """Return the plan event (user ids still raw)."""
+        if self.ts is None:
+            ts = int(now)
+        elif isinstance(self.ts, datetime):
+            dt = self.ts if self.ts.tzinfo else self.ts.replace(tzinfo=UTC)
+            ts = int(dt.timestamp())
+        else:
+            ts = self.ts
+        return OrderEvent(
+            order_id=self.order_id, user_id=self.user_id, status=self.status,
+            amount_cents=self.amount_cents, refund_cents=self.refund_cents or 0, ts=ts,
+            items=tuple(OrderItem(i.item_id, i.amount_cents, i.reward_eligible is not False)
+                        for i in self.items),
+        )
+
+
+class BindIn(BaseModel):
+    """Body of `POST /v1/referrals/bind`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _raise_refusal(sub: Submitted) -> None:
+    if sub.outcome is None or sub.outcome.status == "applied":
+        return
+    if sub.outcome.code == "order_conflict":
+        raise OrderConflictError(sub.outcome.message)
+    raise BindingRefusedError(sub.outcome.code, sub.outcome.message)
+
+
+@router.post("/v1/orders")
+def order_webhook(body: OrderIn, cards: CardsDep) -> JSONResponse:
+    """Accept an order event: idempotent per (order_id, status, refund_cents), applied now."""
+    event = body.to_event(cards.clock())
+    sub = cards.ledger.submit_order(event, ref_code=body.ref_code)
+    _raise_refusal(sub)
+    if event.status == "completed" and (sub.duplicate or sub.outcome is not None):
+        # A retried event (the mall's retry after a crash) tells the recommender again:
+        # "bought" is a set, popularity counts only the first delivery.
+        cards.record_purchase(body.user_id, [i.item_id for i in body.items],
+                              first=not sub.duplicate)
+    return JSONResponse({
+        "order_id": body.order_id, "status": body.status, "refund_cents": event.refund_cents,
+        "duplicate": sub.duplicate,
+        "applied": sub.duplicate or sub.outcome is not None,
+    })
+
+
+@router.post("/v1/referrals/bind")
+def bind(body: BindIn, cards: CardsDep) -> JSONResponse:
+    """Bind a newly registered user to the sharer of a code (policy and refusals: §6-7)."""
+    sub = cards.ledger.submit_bind(body.user_id, code=body.code)
+    _raise_refusal(sub)
+    view = cards.ledger.referrals(body.user_id)
+    return JSONResponse({"user_id": body.user_id, "referrer": view["referrer"],
+                         "policy": cards.ledger.policy, "applied": sub.outcome is not None})
+
+
+def _fresh(cards: CardsDep) -> None:
+    # A backlog left by a crashed process is applied before anyone reads the plan.
+    if cards.ledger.pending() > 0:
+        cards.ledger.catch_up()
+
+
+@router.get("/v1/rewards")
+def rewards(user_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
+            cards: CardsDep) -> JSONResponse:
+    """Return the user's ledger entries and pending/payable balances."""
+    _fresh(cards)
+    return JSONResponse(cards.ledger.rewards(user_id))
+
+
+@router.get("/v1/referrals/{user_id}")
+def referrals(user_id: str, cards: CardsDep) -> JSONResponse:
+    """Return the user's role, referrer, boss, origin boss, direct referrals and team."""
+    _fresh(cards)
+    return JSONResponse(cards.ledger.referrals(user_id))

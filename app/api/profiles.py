@@ -1,7 +1,105 @@
-"""Routes of the profiles surface."""
+"""Routes of the profiles surface (CONTRACTS §3): user and group profiles, user erasure."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from datetime import UTC, datetime
+from typing import Annotated
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel
+
+from app.deps import ApiKey, ServicesDep
+from app.erasure import erase_user
+from models.errors import NotFoundError
+from models.ids import ID_PATTERN
+from nlp.profile import Profile, ProfileRepo
+
+router = APIRouter(prefix="/v1", dependencies=[ApiKey], tags=["profiles"])
+
+_ID = re.compile(ID_PATTERN)
+IdPath = Annotated[str, Path(max_length=64)]
+
+
+def get_profiles(services: ServicesDep) -> ProfileRepo:
+    """Return the process's profile repository."""
+    if services.profiles is None:
+        raise RuntimeError("profiles are not wired (app/nlp_wiring.py)")
+    return services.profiles
+
+
+ProfilesDep = Annotated[ProfileRepo, Depends(get_profiles)]
+
+
+class TagWeightOut(BaseModel):
+    """One tag of a profile."""
+
+    tag: str
+    weight: float
+    last_seen: str  # RFC 3339 UTC
+
+
+class UserProfileOut(BaseModel):
+    """`GET /v1/users/{user_id}/profile`."""
+
+    user_id: str
+    tags: list[TagWeightOut]
+    message_count: int
+    updated_at: str  # RFC 3339 UTC
+
+
+class GroupProfileOut(BaseModel):
+    """`GET /v1/groups/{group_id}/profile`: the same, aggregated over the group's members."""
+
+    group_id: str
+    tags: list[TagWeightOut]
+    message_count: int
+    updated_at: str
+
+
+class ErasureOut(BaseModel):
+    """`DELETE /v1/users/{user_id}`."""
+
+    user_id: str
+    erased: list[str]  # the domains that erased what they held
+
+
+def rfc3339(ts: float) -> str:
+    """Return a Unix time as an RFC 3339 UTC string ("2026-11-25T08:00:00Z")."""
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tags(p: Profile) -> list[TagWeightOut]:
+    return [TagWeightOut(tag=t.tag, weight=round(t.weight, 4), last_seen=rfc3339(t.last_seen))
+            for t in p.tags if round(t.weight, 4) > 0]
+
+
+def _profile_or_404(profiles: ProfileRepo, kind: str, id: str) -> Profile:
+    p = profiles.get("user" if kind == "user" else "group", id) if _ID.match(id) else None
+    if p is None:
+        raise NotFoundError(f"no {kind} {id!r}")
+    return p
+
+
+@router.get("/users/{user_id}/profile", response_model=UserProfileOut)
+def get_user_profile(user_id: IdPath, profiles: ProfilesDep) -> UserProfileOut:
+    """Return a user's interests, decayed to now; 404 for a user never seen."""
+    p = _profile_or_404(profiles, "user", user_id)
+    return UserProfileOut(user_id=user_id, tags=_tags(p), message_count=p.message_count,
+                          updated_at=rfc3339(p.updated_at))
+
+
+@router.get("/groups/{group_id}/profile", response_model=GroupProfileOut)
+def get_group_profile(group_id: IdPath, profiles: ProfilesDep) -> GroupProfileOut:
+    """Return what a group talks about now (its members' messages, decayed)."""
+    p = _profile_or_404(profiles, "group", group_id)
+    return GroupProfileOut(group_id=group_id, tags=_tags(p), message_count=p.message_count,
+                           updated_at=rfc3339(p.updated_at))
+
+
+@router.delete("/users/{user_id}", response_model=ErasureOut)
+def delete_user(user_id: IdPath, services: ServicesDep) -> ErasureOut:
+    """Erase everything held about a user (PIPL); repeating it is harmless."""
+    if not _ID.match(user_id):
+        raise NotFoundError(f"no user {user_id!r}")
+    return ErasureOut(user_id=user_id, erased=erase_user(services, user_id))

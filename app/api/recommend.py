@@ -1,7 +1,101 @@
-"""Routes of the recommend surface."""
+"""Recommendations (CONTRACTS §5): for a user on every mall page view, and for free text."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import os
+from dataclasses import asdict
+from functools import partial
+from typing import Annotated, Literal
 
-router = APIRouter()
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.api.catalog import RecommenderDep
+from app.deps import ApiKey
+from app.metrics import Metrics
+from models.ids import ID_PATTERN, Id
+from nlp.recommend import RecommendationResult
+
+router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"],
+                   dependencies=[ApiKey])
+
+Kind = Literal["product", "course"]
+
+
+class RecommendedItem(BaseModel):
+    """One item of the answer."""
+
+    id: str
+    kind: str
+    title: str
+    score: float
+    price_cents: int
+    url: str
+    reason: str
+
+
+class Recommendations(BaseModel):
+    """The answer: items best first and the strategy that produced them."""
+
+    items: list[RecommendedItem]
+    strategy: Literal["profile", "group", "provider_popular", "global_popular", "query"]
+
+
+class QueryIn(BaseModel):
+    """Body of ``POST /v1/recommendations/query``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=2000)]
+    k: int = Field(default=10, ge=1, le=100)
+    provider_id: Id | None = None
+    kind: Kind | None = None
+    user_id: Id | None = Field(default=None, description="exclude what this user bought")
+
+
+def _answer(request: Request, result: RecommendationResult) -> JSONResponse:
+    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.events.labels(f"recommend_{result.strategy}").inc()
+    # Built by hand (the shape is fixed, see Recommendations): this runs on every page view.
+    return JSONResponse({"items": [asdict(i) for i in result.items],
+                         "strategy": result.strategy})
+
+
+# Recommending is CPU work: as many at a time as there are cores. More threads at once only
+# fight over the GIL and the caches (at 16 connections: 193 req/s unbounded, measured).
+_LIMIT = anyio.CapacityLimiter(os.cpu_count() or 1)
+
+
+@router.get("", response_model=Recommendations)
+async def recommend_for_user(
+    request: Request,
+    recommender: RecommenderDep,
+    user_id: Annotated[str, Query(pattern=ID_PATTERN)],
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+    provider_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    kind: Kind | None = None,
+    diversity: Annotated[float, Query(ge=0.0, le=1.0)] = 0.3,
+    group_id: Annotated[str | None, Query(
+        pattern=ID_PATTERN, description="the group the user is seen in (cold start)")] = None,
+) -> JSONResponse:
+    """Return up to k items for the user: from their profile, else their group's, else the
+    provider's popular items, else everyone's (``strategy`` says which)."""
+    result = await anyio.to_thread.run_sync(partial(
+        recommender.for_user, user_id, k=k, provider_id=provider_id, kind=kind,
+        diversity=diversity, group_id=group_id), limiter=_LIMIT)
+    return _answer(request, result)
+
+
+@router.post("/query", response_model=Recommendations)
+async def recommend_for_text(request: Request, body: QueryIn,
+                             recommender: RecommenderDep) -> JSONResponse:
+    """Return up to k items that answer a chat message or a search text."""
+    result = await anyio.to_thread.run_sync(partial(
+        recommender.for_text, body.text, k=body.k, provider_id=body.provider_id,
+        kind=body.kind, user_id=body.user_id), limiter=_LIMIT)
+    return _answer(request, result)

@@ -1,0 +1,105 @@
+"""The bot's objects for one process, built from settings (only app/ reads settings)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+
+from app.settings import Settings
+from bot.callback import OfficialAccountCallback, WeComCallback
+from bot.handlers import InboxHandler
+from bot.inbox import Inbox
+from bot.platform import OfficialAccountClient, WeComClient
+from bot.replies import (
+    WECHAT_CUSTOM,
+    WECOM_APPCHAT,
+    WECOM_USER,
+    WECOM_WEBHOOK,
+    Replier,
+    ReplyPolicy,
+    Sender,
+)
+from nlp.pipeline import MessagePipeline
+from nlp.recommend import Recommender
+from store import Store
+
+log = logging.getLogger("mingpian.bot")
+
+
+@dataclass
+class BotKit:
+    """Callbacks (HTTP side), the inbox, and the worker's handler and senders."""
+
+    inbox: Inbox
+    replier: Replier
+    wecom: WeComCallback | None = None
+    wechat: OfficialAccountCallback | None = None
+    handler: InboxHandler | None = None
+    wecom_client: WeComClient | None = None
+    wechat_client: OfficialAccountClient | None = None
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self.http.close()
+
+
+def reply_policy(settings: Settings) -> ReplyPolicy:
+    """Return the reply policy's plain values."""
+    r = settings.reply
+    names = tuple(settings.wecom.bot_names) if settings.wecom is not None else ("名片助手",)
+    return ReplyPolicy(
+        enabled=r.enabled, min_interval_s=r.min_interval_s, quiet_start_hour=r.quiet_start_hour,
+        quiet_end_hour=r.quiet_end_hour, tz_offset_hours=settings.tz_offset_hours,
+        confidence=r.confidence, max_items=r.max_items, card_url=r.card_url, bot_names=names,
+        bot_user_ids=frozenset(r.bot_user_ids), dedup_ttl_s=settings.dedup_ttl_days * 86_400,
+    )
+
+
+def build_bot(settings: Settings, store: Store, *, queue: str,
+              pipeline: MessagePipeline | None,
+              recommender: Recommender | None) -> BotKit:
+    """Build the bot for this process; without a pipeline the worker side stays unwired."""
+    ttl = settings.dedup_ttl_days * 86_400
+    http = httpx.Client(timeout=10.0)
+    senders: dict[str, Sender] = {}
+    kit = BotKit(inbox=Inbox(store, queue=queue, dedup_ttl_s=ttl),
+                 replier=Replier(store=store, policy=reply_policy(settings),
+                                 recommender=recommender, senders=senders),
+                 http=http)
+    group_channel = WECOM_APPCHAT
+    if settings.wecom is not None:
+        w = settings.wecom
+        kit.wecom = WeComCallback(token=w.token.get_secret_value(),
+                                  aes_key=w.aes_key.get_secret_value(), corp_id=w.corp_id)
+        webhook = w.robot_webhook_key.get_secret_value() if w.robot_webhook_key else None
+        if w.secret is not None or webhook:
+            client = WeComClient(store, http, api_base=w.api_base, corp_id=w.corp_id,
+                                 secret=w.secret.get_secret_value() if w.secret else "",
+                                 agent_id=w.agent_id, webhook_key=webhook)
+            kit.wecom_client = client
+            if w.secret is not None:
+                senders[WECOM_USER] = lambda to, text: client.send_text(to_user=to, text=text)
+                senders[WECOM_APPCHAT] = lambda chat, text: client.send_group_text(
+                    chat_id=chat, text=text)
+            if webhook:
+                # A group robot posts into the one group it was added to.
+                senders[WECOM_WEBHOOK] = lambda _chat, text: client.send_webhook_text(text=text)
+                group_channel = WECOM_WEBHOOK
+    if settings.wechat is not None:
+        c = settings.wechat
+        kit.wechat = OfficialAccountCallback(
+            token=c.token.get_secret_value(), app_id=c.app_id,
+            aes_key=c.aes_key.get_secret_value() if c.aes_key else None)
+        if c.app_secret is not None:
+            oa = OfficialAccountClient(store, http, api_base=c.api_base, app_id=c.app_id,
+                                       app_secret=c.app_secret.get_secret_value())
+            kit.wechat_client = oa
+            senders[WECHAT_CUSTOM] = lambda to, text: oa.send_text(to_user=to, text=text)
+    if pipeline is not None:
+        kit.handler = InboxHandler(store=store, queue=queue, pipeline=pipeline,
+                                   replier=kit.replier, group_channel=group_channel,
+                                   dedup_ttl_s=ttl)
+    return kit

@@ -1,0 +1,30 @@
+"""PIPL right to deletion (`DELETE /v1/users/{id}`, CONTRACTS §3): one function that asks
+every domain to erase what it holds about a user. A domain that keeps personal data adds
+one line here."""
+
+from __future__ import annotations
+
+import logging
+
+from app.services import Services
+
+log = logging.getLogger("mingpian.erasure")
+
+
+def erase_user(services: Services, user_id: str) -> list[str]:
+    """Erase the user from every domain; return the domains that were asked, in order."""
+    done: list[str] = []
+    if services.pipeline is not None:  # profile, retained messages (nlp)
+        services.pipeline.erase_user(user_id)
+        done.append("nlp")
+    elif services.profiles is not None:
+        services.profiles.erase_user(user_id)
+        done.append("nlp")
+    if services.cards is not None:  # visits, clicks, share codes; ledger pseudonymised
+        services.cards.erase_user(user_id)
+        done.append("cards")
+    if services.recommender is not None:  # what the user bought (recommendation filter)
+        services.recommender.forget_user(user_id)
+        done.append("recommendations")
+    log.info("erased user %s from %s", user_id, ", ".join(done) or "nothing")
+    return done

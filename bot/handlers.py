@@ -1,0 +1,194 @@
+"""The inbox worker: queued callbacks and messages → chat messages → NLP → profiles → replies.
+
+Delivery from the queue is at-least-once; every effect here is once-only: the pipeline
+applies a message to the profiles under a once-marker, events are counted under one, and
+replies are deduplicated by message id (see replies.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.callback import XmlDoc, text_field
+from bot.dedup import platform_key
+from bot.inbox import KIND_MESSAGE, KIND_PLATFORM, KIND_REPLY
+from bot.replies import (
+    WECHAT_CUSTOM,
+    WECOM_APPCHAT,
+    WECOM_USER,
+    Conversation,
+    Replier,
+)
+from models.ids import ID_PATTERN
+from models.messages import ChatMessage
+from nlp.pipeline import MessagePipeline
+from store import Batch, QueueItem, Store
+
+log = logging.getLogger("mingpian.bot")
+
+EVENTS_NS = "bot.events"  # counters: event name → count
+UNKNOWN_NS = "bot.unknown"  # counters: unknown message type → count
+REJECTED_NS = "bot.rejected"  # counters: reason → count
+
+_ID = re.compile(ID_PATTERN)
+_MAX_TEXT = 20_000
+# Message types whose text we can read; anything else is "unknown:<type>" and contentless.
+_KNOWN_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link",
+                          "file"})
+
+
+def safe_id(value: str) -> str:
+    """Return value when it is a valid opaque id, else a stable id derived from it."""
+    if _ID.match(value):
+        return value
+    return "h:" + hashlib.sha1(value.encode()).hexdigest()
+
+
+def message_from_platform(source: str, fields: XmlDoc, *, received_at: int,
+                          bot_names: Sequence[str]) -> ChatMessage:
+    """Return the chat message of a decrypted (non-event) callback."""
+    msg_type = text_field(fields, "MsgType").lower() or "unknown"
+    if msg_type == "text":
+        text = text_field(fields, "Content")
+    elif msg_type == "voice":
+        text = text_field(fields, "Recognition")  # speech recognition, when switched on
+    elif msg_type == "link":
+        text = "\n".join(t for t in (text_field(fields, "Title"),
+                                     text_field(fields, "Description")) if t)
+    elif msg_type == "location":
+        text = text_field(fields, "Label")
+    else:
+        text = ""
+    if msg_type not in _KNOWN_TYPES:
+        msg_type = "unknown:" + msg_type[:48]
+    create = text_field(fields, "CreateTime")
+    ts = int(create) if create.isdigit() and int(create) <= 4_102_444_800 else received_at
+    chat_id = text_field(fields, "ChatId")
+    sender = text_field(fields, "FromUserName") or "unknown"
+    msg_id = text_field(fields, "MsgId")
+    return ChatMessage(
+        msg_id=safe_id(f"{source}:{msg_id}") if msg_id else safe_id(platform_key(source, fields)),
+        platform="wecom" if source == "wecom" else "wechat",
+        group_id=safe_id(chat_id) if chat_id else None,
+        user_id=safe_id(sender),
+        text=text[:_MAX_TEXT],
+        ts=ts,
+        msg_type=msg_type,
+        mentions_bot=any(f"@{n}" in text for n in bot_names if n),
+    )
+
+
+def event_name(fields: XmlDoc) -> str:
+    """Return e.g. "subscribe" or "change_external_contact:add_external_contact"."""
+    name = text_field(fields, "Event").strip() or "unknown"
+    change = text_field(fields, "ChangeType").strip()
+    return f"{name}:{change}" if change else name
+
+
+@dataclass
+class InboxHandler:
+    """Handle one claimed batch of the inbox queue (services.inbox_handler)."""
+
+    store: Store
+    queue: str
+    pipeline: MessagePipeline
+    replier: Replier | None = None
+    group_channel: str = WECOM_APPCHAT
+    dedup_ttl_s: int = 7 * 86_400
+
+    def __call__(self, items: Sequence[QueueItem]) -> None:
+        messages: list[ChatMessage] = []
+        convs: dict[str, Conversation | None] = {}
+        replies: list[dict[str, Any]] = []
+        for item in items:
+            kind = item.payload.get("kind")
+            if kind == KIND_PLATFORM:
+                found = self._platform(item.payload)
+            elif kind == KIND_MESSAGE:
+                found = self._message(item.payload)
+            elif kind == KIND_REPLY:
+                replies.append(item.payload)
+                continue
+            else:
+                self._reject(f"kind:{str(kind)[:32]}", item.id)
+                continue
+            if found is not None:
+                msg, conv = found
+                messages.append(msg)
+                convs[msg.msg_id] = conv
+        if messages:
+            self._process(messages, convs)
+        if replies and self.replier is not None:
+            for job in replies:
+                self.replier.send(job)
+
+    def _process(self, messages: list[ChatMessage],
+                 convs: dict[str, Conversation | None]) -> None:
+        processed = self.pipeline.process(messages)
+        if self.replier is None:
+            return
+        for pm in processed:
+            # A redelivered message (applied=False) is considered again: the reply job is
+            # deduplicated by message id and the rate limit holds, so it never answers twice.
+            job = self.replier.decide(pm.msg, convs.get(pm.msg.msg_id))
+            if job is not None:
+                self.store.enqueue(self.queue, job, dedup_key=f"reply:{pm.msg.msg_id}",
+                                   dedup_ttl_s=self.dedup_ttl_s)
+
+    def _platform(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
+        source = str(payload.get("source", ""))
+        fields: XmlDoc = payload.get("fields") or {}
+        if text_field(fields, "MsgType").lower() == "event":
+            name = event_name(fields)
+            self.store.commit(Batch(incrs=[(EVENTS_NS, name, 1)],
+                                    once=f"event:{platform_key(source, fields)}",
+                                    once_ttl_s=self.dedup_ttl_s))
+            return None
+        names = self.replier.policy.bot_names if self.replier is not None else ()
+        try:
+            msg = message_from_platform(source, fields, received_at=int(payload.get("at", 0)),
+                                        bot_names=names)
+        except ValidationError:
+            self._reject("invalid_platform_message", platform_key(source, fields))
+            return None
+        if msg.msg_type.startswith("unknown:"):
+            # Accepted and acknowledged, recorded as unknown; still a message of its sender.
+            self.store.commit(Batch(incrs=[(UNKNOWN_NS, msg.msg_type[8:], 1)],
+                                    once=f"unknown:{msg.msg_id}", once_ttl_s=self.dedup_ttl_s))
+        sender = text_field(fields, "FromUserName")
+        chat_id = text_field(fields, "ChatId")
+        conv: Conversation | None
+        if source == "wechat":
+            conv = Conversation(WECHAT_CUSTOM, sender)
+        elif chat_id:
+            conv = Conversation(WECOM_APPCHAT, chat_id)
+        else:
+            conv = Conversation(WECOM_USER, sender)
+        return msg, conv
+
+    def _message(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
+        try:
+            msg = ChatMessage.model_validate(payload.get("message"))
+        except ValidationError:
+            self._reject("invalid_message", "")
+            return None
+        conv: Conversation | None = None
+        if msg.group_id is not None:
+            if msg.platform != "wechat":  # a personal-WeChat group has no API to answer in
+                conv = Conversation(self.group_channel, msg.group_id)
+        elif msg.platform == "wecom":
+            conv = Conversation(WECOM_USER, msg.user_id)
+        elif msg.platform == "wechat":
+            conv = Conversation(WECHAT_CUSTOM, msg.user_id)
+        return msg, conv
+
+    def _reject(self, reason: str, ref: str) -> None:
+        log.warning("inbox item skipped (%s) %s", reason, ref)
+        self.store.incr(REJECTED_NS, reason)

@@ -1,0 +1,185 @@
+"""When and how the bot answers in a chat.
+
+It answers a message that @-mentions it, or a question the recommender answers with high
+confidence, with up to three items and the salesperson's card link. Never a bot's message
+(its own or another's), never in quiet hours, and at most once per conversation per
+`min_interval_s` (WeCom group robots allow about 20 messages a minute; a salesperson's group
+should hear far less).
+
+A reply goes out exactly zero or one times per message: the decision is queued as a reply
+job deduplicated by the message id, and the send is guarded by a store marker set before
+the platform is called (cleared again only when the platform refused, so a retry may try
+again). A crash in the middle of a send loses that one reply rather than sending it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from models.errors import UpstreamError
+from models.messages import ChatMessage
+from nlp.recommend import Recommendation, Recommender
+from store import Store
+
+log = logging.getLogger("mingpian.replies")
+
+RATE_NS = "bot.reply_rate"
+REPLY_LOG = "bot.replies"
+
+# Channels a reply can take; see bot/platform.py.
+WECOM_USER = "wecom_user"  # message/send to one member
+WECOM_APPCHAT = "wecom_appchat"  # appchat/send to an app group chat
+WECOM_WEBHOOK = "wecom_webhook"  # the group robot's webhook
+WECHAT_CUSTOM = "wechat_custom"  # Official Account customer-service message
+
+# Cues that a chat line asks something. The recommender still has to be confident.
+_QUESTION_CUES = ("?", "？", "吗", "呢", "么", "推荐", "哪个", "哪款", "哪种", "哪家", "什么",
+                  "怎么", "如何", "有没有", "求", "好不好", "该不该", "能不能", "可以不")
+
+Sender = Callable[[str, str], None]  # (address, text)
+
+
+@dataclass(frozen=True)
+class ReplyPolicy:
+    """Plain values from ReplySettings (app/settings.py)."""
+
+    enabled: bool = True
+    min_interval_s: int = 600
+    quiet_start_hour: int = 22
+    quiet_end_hour: int = 8
+    tz_offset_hours: int = 8
+    confidence: float = 0.55
+    max_items: int = 3
+    card_url: str | None = None
+    bot_names: tuple[str, ...] = ("名片助手",)
+    bot_user_ids: frozenset[str] = frozenset()
+    dedup_ttl_s: int = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where a reply to a message would go."""
+
+    channel: str
+    address: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.channel}:{self.address}"
+
+
+def is_quiet(now: float, *, start_hour: int, end_hour: int, tz_offset_hours: int) -> bool:
+    """Return whether `now` (Unix seconds) falls in the quiet hours, local time."""
+    hour = int((now + tz_offset_hours * 3600) // 3600) % 24
+    if start_hour == end_hour:
+        return False
+    if start_hour < end_hour:
+        return start_hour <= hour < end_hour
+    return hour >= start_hour or hour < end_hour
+
+
+def mentions(text: str, names: Sequence[str]) -> bool:
+    """Return whether the text @-mentions one of the names (half- or full-width @)."""
+    return any(f"@{n}" in text or f"＠{n}" in text for n in names if n)
+
+
+def looks_like_question(text: str) -> bool:
+    """Return whether a chat line reads like a question."""
+    return any(cue in text for cue in _QUESTION_CUES)
+
+
+def render(items: Sequence[Recommendation], *, card_url: str | None,
+           user_name: str | None) -> str:
+    """Return the reply text: up to the given items, then the card link."""
+    lines = [f"@{user_name} 为你推荐：" if user_name else "为你推荐："]
+    for n, it in enumerate(items, 1):
+        price = f" ¥{it.price_cents // 100}.{it.price_cents % 100:02d}" if it.price_cents else ""
+        url = f" {it.url}" if it.url else ""
+        lines.append(f"{n}. {it.title}{price}{url}")
+    if card_url:
+        lines.append(f"有问题随时找我：{card_url}")
+    return "\n".join(lines)
+
+
+@dataclass
+class Replier:
+    """Decide replies (in the inbox worker) and send reply jobs."""
+
+    store: Store
+    policy: ReplyPolicy
+    recommender: Recommender | None
+    senders: Mapping[str, Sender] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+
+    def is_from_bot(self, msg: ChatMessage) -> bool:
+        """Return whether a message was sent by a bot, ours or another's."""
+        p = self.policy
+        return (msg.from_bot or msg.user_id in p.bot_user_ids
+                or (msg.user_name is not None and msg.user_name in p.bot_names))
+
+    def decide(self, msg: ChatMessage, conv: Conversation | None) -> dict[str, object] | None:
+        """Return a reply job for this (redacted) message, or None when the bot stays silent."""
+        p = self.policy
+        if not p.enabled or conv is None or conv.channel not in self.senders:
+            return None
+        if self.recommender is None or self.is_from_bot(msg) or not msg.text.strip():
+            return None
+        now = self.clock()
+        if is_quiet(now, start_hour=p.quiet_start_hour, end_hour=p.quiet_end_hour,
+                    tz_offset_hours=p.tz_offset_hours):
+            return None
+        mentioned = msg.mentions_bot or mentions(msg.text, p.bot_names)
+        if not mentioned and not looks_like_question(msg.text):
+            return None
+        # A cheap look before asking the recommender; the atomic check comes below.
+        last = self.store.get(RATE_NS, conv.key)
+        if last is not None and now - float(last.doc.get("at", 0)) < p.min_interval_s:
+            return None
+        query = _strip_mentions(msg.text, p.bot_names)
+        result = self.recommender.for_text(query or msg.text, k=p.max_items,
+                                           user_id=msg.user_id)
+        items = list(result.items)[: p.max_items]
+        if not items or (not mentioned and items[0].score < p.confidence):
+            return None
+        # One reply per conversation per interval, across every worker: SET NX EX.
+        if not self.store.first_seen(f"reply-rate:{conv.key}", p.min_interval_s):
+            return None
+        self.store.put(RATE_NS, conv.key, {"at": now, "msg_id": msg.msg_id})
+        return {
+            "kind": "reply", "reply_id": msg.msg_id, "channel": conv.channel,
+            "address": conv.address, "conversation": conv.key,
+            "text": render(items, card_url=p.card_url, user_name=msg.user_name),
+            "items": [it.id for it in items], "mentioned": mentioned,
+        }
+
+    def send(self, job: Mapping[str, object]) -> bool:
+        """Send a reply job once; return False when it was already sent (or has no channel)."""
+        channel, address = str(job["channel"]), str(job["address"])
+        sender = self.senders.get(channel)
+        if sender is None:
+            log.warning("no sender for channel %s; reply %s dropped", channel, job["reply_id"])
+            return False
+        marker = f"reply-sent:{job['reply_id']}"
+        if not self.store.first_seen(marker, self.policy.dedup_ttl_s):
+            return False
+        try:
+            sender(address, str(job["text"]))
+        except UpstreamError:
+            # The platform said no (or could not be reached): nothing went out, so a retry
+            # of this job may send it.
+            self.store.forget(marker)
+            raise
+        self.store.append(REPLY_LOG, [{"reply_id": job["reply_id"], "channel": channel,
+                                       "conversation": job.get("conversation", ""),
+                                       "items": job.get("items", []), "at": int(self.clock())}])
+        return True
+
+
+def _strip_mentions(text: str, names: Sequence[str]) -> str:
+    for n in names:
+        if n:
+            text = text.replace(f"@{n}", " ").replace(f"＠{n}", " ")
+    return text.strip()

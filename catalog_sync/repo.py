@@ -1,0 +1,256 @@
+"""Catalog items, their embeddings and the change log in the store.
+
+Layout (family ``catalog``, so one batch writes an item, its vector, its log entry and a
+sync cursor atomically):
+
+    catalog.item     id → {"item": <CONTRACTS §4 JSON>, "h": content hash}
+    catalog.vec      id → {"h": content hash, "v": base64 float32}
+    catalog.changes  log of {"id"}: one entry per write; its length is the catalog version
+    catalog.meta     "epoch" → {"epoch"}: changes when the catalog is recreated
+    catalog.cursor   source → sync cursor (see sync.py)
+
+The content hash covers the embedding text and the embedder's name, so an item is
+re-embedded exactly when its text (or the model) changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from models.catalog import CatalogItem
+from nlp.embed import Embedder, Vectors
+from nlp.index import IndexEntry
+from store.base import JSON, Batch, CommitResult, Record, Store
+
+NS_ITEM = "catalog.item"
+NS_VEC = "catalog.vec"
+NS_META = "catalog.meta"
+NS_CURSOR = "catalog.cursor"
+CHANGES = "catalog.changes"
+
+_CHUNK = 256
+_RETRIES = 8
+
+
+def encode_vector(v: Vectors) -> str:
+    """Return a vector as base64 of little-endian float32."""
+    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+
+
+def decode_vector(s: str) -> Vectors:
+    """Return the vector encode_vector wrote."""
+    return np.frombuffer(base64.b64decode(s), dtype="<f4").astype(np.float32)
+
+
+@dataclass
+class UpsertStats:
+    """What an upsert did."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0  # older than the stored copy (by updated_at): ignored
+    embedded: int = 0  # vectors computed (the rest reused by content hash)
+    changed_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: UpsertStats) -> None:
+        """Accumulate another chunk's figures."""
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.stale += other.stale
+        self.embedded += other.embedded
+        self.changed_ids += other.changed_ids
+
+
+class CatalogRepo:
+    """Read and write catalog items; also the index's :class:`nlp.index.CatalogFeed`."""
+
+    def __init__(self, store: Store, *, embedder: Embedder, cache_items: int = 4096) -> None:
+        self.store = store
+        self.embedder = embedder
+        # Parsed items by id with the document they came from: the recommender reads the same
+        # items on every page view; comparing documents costs far less than validating one.
+        self._parsed: dict[str, tuple[JSON, CatalogItem]] = {}
+        self._cache_items = cache_items
+
+    # -- reading ------------------------------------------------------------------------
+    def get(self, item_id: str) -> CatalogItem | None:
+        """Return the item or None."""
+        rec = self.store.get(NS_ITEM, item_id)
+        return CatalogItem.model_validate(rec.doc["item"]) if rec is not None else None
+
+    def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
+        """Return the items that exist among ids."""
+        out: dict[str, CatalogItem] = {}
+        for k, r in self.store.get_many(NS_ITEM, ids).items():
+            doc = r.doc["item"]
+            hit = self._parsed.get(k)
+            if hit is not None and hit[0] == doc:
+                out[k] = hit[1]
+                continue
+            item = out[k] = CatalogItem.model_validate(doc)
+            if len(self._parsed) >= self._cache_items:
+                self._parsed.clear()
+            self._parsed[k] = (doc, item)
+        return out
+
+    def count(self) -> int:
+        """Return how many items the catalog holds (active or not)."""
+        return self.store.count(NS_ITEM)
+
+    def iter_items(self) -> Iterator[CatalogItem]:
+        """Yield every item in id order."""
+        for _, rec in self.store.scan(NS_ITEM):
+            yield CatalogItem.model_validate(rec.doc["item"])
+
+    # -- the feed the index follows -----------------------------------------------------
+    def version(self) -> int:
+        """Return the number of changes logged so far."""
+        return self.store.log_length(CHANGES)
+
+    def epoch(self) -> str:
+        """Return the catalog's epoch, creating it on first use."""
+        rec = self.store.get(NS_META, "epoch")
+        if rec is None:
+            self.store.commit(Batch(puts=[(NS_META, "epoch", {"epoch": uuid.uuid4().hex})],
+                                    checks=[(NS_META, "epoch", 0)]))
+            rec = self.store.get(NS_META, "epoch")
+            assert rec is not None
+        return str(rec.doc["epoch"])
+
+    def changes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, str]]:
+        """Return (seq, item id) of logged changes after seq."""
+        return [(s, str(e["id"])) for s, e in self.store.read_log(CHANGES, after=seq,
+                                                                    limit=limit)]
+
+    def entries(self, ids: Sequence[str]) -> dict[str, IndexEntry]:
+        """Return the items among ids that exist and have a vector of this embedder."""
+        return self._entries(self.store.get_many(NS_ITEM, ids))
+
+    def iter_entries(self) -> Iterator[IndexEntry]:
+        """Yield every item with a current vector, a thousand records at a time."""
+        page: dict[str, Record] = {}
+        for key, rec in self.store.scan(NS_ITEM):
+            page[key] = rec
+            if len(page) >= 1000:
+                yield from self._entries(page).values()
+                page = {}
+        if page:
+            yield from self._entries(page).values()
+
+    def _entries(self, items: dict[str, Record]) -> dict[str, IndexEntry]:
+        vecs = self.store.get_many(NS_VEC, list(items))
+        out: dict[str, IndexEntry] = {}
+        for key, rec in items.items():
+            vec = vecs.get(key)
+            if vec is None:
+                continue
+            item = CatalogItem.model_validate(rec.doc["item"])
+            # A vector counts only when it embeds this text with this process's embedder.
+            if vec.doc["h"] != item.content_hash(self.embedder.name):
+                continue
+            out[key] = IndexEntry(item, decode_vector(vec.doc["v"]))
+        return out
+
+    # -- writing ------------------------------------------------------------------------
+    def upsert(self, items: Sequence[CatalogItem], *,
+               extra_puts: Sequence[tuple[str, str, JSON]] = ()) -> UpsertStats:
+        """Write new and changed items (embedding only changed texts); skip the rest.
+
+        ``extra_puts`` (catalog family, e.g. a sync cursor) commit atomically with the last
+        chunk, so a cursor never runs ahead of the items it covers.
+        """
+        latest: dict[str, CatalogItem] = {}
+        for it in items:  # the last copy of an id wins
+            latest.pop(it.id, None)
+            latest[it.id] = it
+        ordered = list(latest.values())
+        stats = UpsertStats()
+        chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)] or [[]]
+        for n, chunk in enumerate(chunks):
+            extra = extra_puts if n == len(chunks) - 1 else ()
+            stats.add(self._upsert_chunk(chunk, extra))
+        return stats
+
+    def _upsert_chunk(self, chunk: Sequence[CatalogItem],
+                      extra: Sequence[tuple[str, str, JSON]]) -> UpsertStats:
+        name = self.embedder.name
+        vectors: dict[str, Vectors] = {}  # by content hash, kept across retries
+        for _ in range(_RETRIES):
+            stats = UpsertStats()
+            existing = self.store.get_many(NS_ITEM, [it.id for it in chunk])
+            batch = Batch(puts=list(extra))
+            need: dict[str, str] = {}
+            writes: list[tuple[CatalogItem, str, int]] = []
+            for it in chunk:
+                h = it.content_hash(name)
+                doc = it.to_json()
+                rec = existing.get(it.id)
+                if rec is not None:
+                    old = rec.doc["item"]
+                    if old == doc and rec.doc.get("h") == h:
+                        stats.unchanged += 1
+                        continue
+                    old_ts, new_ts = old.get("updated_at"), doc.get("updated_at")
+                    if old_ts and new_ts and _ts(new_ts) < _ts(old_ts):
+                        stats.stale += 1
+                        continue
+                if (rec is None or rec.doc.get("h") != h) and h not in vectors:
+                    need[h] = it.embedding_text()
+                writes.append((it, h, rec.version if rec is not None else 0))
+            if need:
+                encoded = self.embedder.encode(list(need.values()))
+                vectors.update(zip(need.keys(), encoded, strict=True))
+                stats.embedded += len(need)
+            for it, h, version in writes:
+                rec = existing.get(it.id)
+                batch.puts.append((NS_ITEM, it.id, {"item": it.to_json(), "h": h}))
+                if rec is None or rec.doc.get("h") != h:
+                    batch.puts.append((NS_VEC, it.id, {"h": h, "v": encode_vector(vectors[h])}))
+                batch.appends.append((CHANGES, {"id": it.id}))
+                batch.checks.append((NS_ITEM, it.id, version))
+                if rec is None:
+                    stats.created += 1
+                else:
+                    stats.updated += 1
+                stats.changed_ids.append(it.id)
+            if not batch.puts:
+                return stats
+            if self.store.commit(batch) is CommitResult.OK:
+                return stats
+        raise RuntimeError("catalog items kept changing under this upsert; gave up")
+
+    def delete(self, item_id: str) -> bool:
+        """Remove an item; return whether it existed."""
+        for _ in range(_RETRIES):
+            rec = self.store.get(NS_ITEM, item_id)
+            if rec is None:
+                return False
+            batch = Batch(deletes=[(NS_ITEM, item_id), (NS_VEC, item_id)],
+                          appends=[(CHANGES, {"id": item_id})],
+                          checks=[(NS_ITEM, item_id, rec.version)])
+            if self.store.commit(batch) is CommitResult.OK:
+                return True
+        raise RuntimeError(f"item {item_id} kept changing during its deletion; gave up")
+
+    # -- sync cursors -------------------------------------------------------------------
+    def get_cursor(self, source: str) -> JSON | None:
+        """Return the sync cursor stored for a source."""
+        rec = self.store.get(NS_CURSOR, source)
+        return rec.doc if rec is not None else None
+
+    @staticmethod
+    def cursor_put(source: str, cursor: JSON) -> tuple[str, str, JSON]:
+        """Return the put that stores a cursor (for upsert's extra_puts)."""
+        return (NS_CURSOR, source, cursor)
+
+
+def _ts(s: str) -> datetime:
+    return datetime.fromisoformat(s)

@@ -1,0 +1,164 @@
+"""``mingpian sync``: fetch → validate → diff → embed changed texts → upsert (→ the index
+follows the change log).
+
+A run pages through ``updated_since=<watermark>``. After every page the items *and* the
+cursor (next page, watermark candidate) are committed in one batch, so an interrupted run
+resumes at the first page it had not committed, and a finished run moves the watermark so
+the next run fetches only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tqdm import tqdm
+
+from catalog_sync.loader import ItemError, split_valid
+from catalog_sync.repo import CatalogRepo, UpsertStats
+from catalog_sync.source import MallSource
+from models.catalog import format_rfc3339
+
+log = logging.getLogger("mingpian.sync")
+
+# Items the mall changes while a run pages may move between pages; and our clock and the
+# mall's may differ. The next run therefore starts this far before the run's start.
+SAFETY_MARGIN = timedelta(minutes=5)
+MAX_ERRORS_KEPT = 100
+
+
+@dataclass
+class SyncReport:
+    """What one sync run did."""
+
+    source: str
+    since: str | None
+    resumed_at_page: int | None
+    pages: int = 0
+    fetched: int = 0
+    rejected: int = 0
+    stats: UpsertStats = field(default_factory=UpsertStats)
+    errors: list[ItemError] = field(default_factory=list)
+    watermark: str | None = None
+    elapsed_s: float = 0.0
+    complete: bool = False
+
+    @property
+    def items_per_s(self) -> float:
+        """Return fetched items per second of the run."""
+        return self.fetched / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        """Return one human line."""
+        s = self.stats
+        resumed = f", resumed at page {self.resumed_at_page}" if self.resumed_at_page else ""
+        return (f"sync {'complete' if self.complete else 'INCOMPLETE'}: {self.fetched} items in "
+                f"{self.pages} pages{resumed} ({self.items_per_s:.0f} items/s); "
+                f"{s.created} new, {s.updated} changed, {s.unchanged} unchanged, "
+                f"{s.stale} stale, {s.embedded} embedded, {self.rejected} rejected; "
+                f"next run fetches updated_since={self.watermark or 'everything'}")
+
+
+def source_key(url: str) -> str:
+    """Return the cursor key of a source: a hash of its URL without query or fragment."""
+    parts = urlsplit(url.strip())
+    bare = urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "",
+                       ""))
+    return "src-" + hashlib.blake2b(bare.encode(), digest_size=12).hexdigest()
+
+
+def sync_catalog(
+    repo: CatalogRepo,
+    source: MallSource,
+    *,
+    page_size: int = 200,
+    full: bool = False,
+    first_page: int = 1,
+    progress: bool = True,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SyncReport:
+    """Run (or resume) a sync of the source into the catalog; return what it did.
+
+    ``full`` ignores the watermark and re-reads everything (unchanged items cost a compare,
+    not an embedding). A failing page raises UpstreamError after the source's retries; what
+    was committed stays, and the next call resumes there.
+    """
+    key = source_key(source.url)
+    cursor: dict[str, Any] = repo.get_cursor(key) or {"since": None, "run": None}
+    run: dict[str, Any] | None = cursor.get("run")
+    if run is not None and full and not run.get("full"):
+        run = None  # an interrupted incremental run is superseded by a full one
+    resumed = run is not None
+    if run is None:
+        run = {"since": None if full else cursor.get("since"), "next_page": first_page,
+               "started_at": format_rfc3339(clock()), "max_seen": None, "fetched": 0,
+               "full": full, "url": _display(source.url)}
+    report = SyncReport(source=_display(source.url), since=run["since"],
+                        resumed_at_page=run["next_page"] if resumed else None)
+    started = time.perf_counter()
+    bar = tqdm(desc="sync", unit=" items", disable=not progress, initial=run["fetched"],
+               dynamic_ncols=True)
+    page: int | None = run["next_page"]
+    try:
+        while page is not None:
+            got = source.fetch(page=page, page_size=page_size, updated_since=run["since"])
+            if got.total is not None:
+                bar.total = got.total
+            offset = run["fetched"]
+            good, bad = split_valid((offset + i, raw) for i, raw in enumerate(got.items))
+            for it in good:
+                if it.updated_at is not None:
+                    ts = format_rfc3339(it.updated_at)
+                    if run["max_seen"] is None or _dt(ts) > _dt(run["max_seen"]):
+                        run["max_seen"] = ts
+            run = {**run, "next_page": got.next_page, "fetched": offset + len(got.items)}
+            if got.next_page is None:
+                report.watermark = _watermark(run, previous=cursor.get("since"))
+                new_cursor: dict[str, Any] = {"since": report.watermark, "run": None,
+                                              "url": _display(source.url),
+                                              "finished_at": format_rfc3339(clock())}
+            else:
+                new_cursor = {"since": cursor.get("since"), "run": run,
+                              "url": _display(source.url)}
+            stats = repo.upsert(good, extra_puts=[repo.cursor_put(key, new_cursor)])
+            report.stats.add(stats)
+            report.pages += 1
+            report.fetched += len(got.items)
+            report.rejected += len(bad)
+            room = MAX_ERRORS_KEPT - len(report.errors)
+            report.errors += bad[: max(room, 0)]
+            for e in bad[:3]:
+                log.warning("mall item #%d (%s) rejected: %s", e.index, e.id, e.errors[:2])
+            bar.update(len(got.items))
+            page = got.next_page
+        report.complete = True
+    finally:
+        bar.close()
+        report.elapsed_s = time.perf_counter() - started
+        report.stats.changed_ids = report.stats.changed_ids[-1000:]
+    return report
+
+
+def _watermark(run: dict[str, Any], *, previous: str | None) -> str | None:
+    """Return the next run's updated_since: no later than the newest item seen, and no later
+    than the run's start minus the safety margin."""
+    if run["max_seen"] is None:
+        return previous
+    start_bound = _dt(run["started_at"]) - SAFETY_MARGIN
+    return format_rfc3339(min(_dt(run["max_seen"]), start_bound))
+
+
+def _dt(s: str) -> datetime:
+    return datetime.fromisoformat(s)
+
+
+def _display(url: str) -> str:
+    # Query strings may carry the mall's token: never store or print them.
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -1,0 +1,140 @@
+"""Catalog items: products and courses with per-provider availability (CONTRACTS §4)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+)
+
+from models.ids import Id
+
+ItemKind = Literal["product", "course"]
+KINDS: tuple[ItemKind, ...] = ("product", "course")
+
+MAX_CENTS = 10**12  # ten billion yuan: anything above is a unit mistake
+
+
+_BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _check_http_url(value: str) -> str:
+    if len(value) > 2048:
+        raise ValueError("URL is longer than 2048 characters")
+    if _BAD_URL_CHAR.search(value):
+        raise ValueError("URL contains whitespace or control characters")
+    parts = urlsplit(value)
+    # Links end up in cards and redirects: javascript:, data:, file: … are never acceptable.
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("URL scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def format_rfc3339(value: datetime) -> str:
+    """Return an RFC 3339 UTC string with a Z suffix (no microseconds unless present)."""
+    return _utc(value).isoformat().replace("+00:00", "Z")
+
+
+HttpUrlStr = Annotated[str, AfterValidator(_check_http_url)]
+Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
+Stock = Annotated[int, Field(ge=0, le=10**9, strict=True)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_rfc3339)]
+
+
+class Availability(BaseModel):
+    """One regional service provider (the middle "B" of S2B2C) selling an item."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    provider_id: Id
+    price_cents: Cents
+    stock: Stock
+
+
+class CatalogItem(BaseModel):
+    """A product or course; empty ``availability`` means every provider sells it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: Id
+    kind: ItemKind
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=5000)] = ""
+    category: Annotated[str, StringConstraints(max_length=100)] = ""
+    tags: Annotated[list[Tag], Field(max_length=32)] = Field(default_factory=list)
+    price_cents: Cents
+    url: HttpUrlStr
+    image_url: HttpUrlStr | None = None
+    availability: Annotated[list[Availability], Field(max_length=1000)] = Field(
+        default_factory=list)
+    active: Annotated[bool, Field(strict=True)] = True
+    updated_at: Timestamp | None = None
+
+    @field_validator("availability")
+    @classmethod
+    def _one_row_per_provider(cls, rows: list[Availability]) -> list[Availability]:
+        seen: set[str] = set()
+        for row in rows:
+            if row.provider_id in seen:
+                raise ValueError(f"provider {row.provider_id!r} is listed twice")
+            seen.add(row.provider_id)
+        return rows
+
+    # -- derived values ------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Return the CONTRACTS §4 JSON object."""
+        return self.model_dump(mode="json")
+
+    def embedding_text(self) -> str:
+        """Return the text whose embedding represents the item (title, category, tags, blurb)."""
+        parts = [self.title, self.category, " ".join(self.tags), self.description[:400]]
+        return "\n".join(p for p in parts if p)
+
+    def content_hash(self, embedder_name: str) -> str:
+        """Return a hash of the embedding text and the embedder: equal hash, equal vector."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(embedder_name.encode())
+        h.update(b"\0")
+        h.update(self.embedding_text().encode())
+        return h.hexdigest()
+
+    def offer(self, provider_id: str | None) -> Availability | None:
+        """Return the provider's row, or None when it is not listed there."""
+        if provider_id is None:
+            return None
+        for row in self.availability:
+            if row.provider_id == provider_id:
+                return row
+        return None
+
+    def is_available(self, provider_id: str | None) -> bool:
+        """Return True when the item is active and (at provider_id) listed with stock > 0."""
+        if not self.active:
+            return False
+        if provider_id is None or not self.availability:
+            return True
+        row = self.offer(provider_id)
+        return row is not None and row.stock > 0
+
+    def price_at(self, provider_id: str | None) -> int:
+        """Return the provider's price when it lists one, else the item's price."""
+        row = self.offer(provider_id)
+        return row.price_cents if row is not None else self.price_cents

@@ -1,0 +1,765 @@
+"""A faiss index over catalog item embeddings that follows the catalog's change log.
+
+Readers take an immutable :class:`_Snapshot` by reference; writers build a new snapshot and
+swap the reference, so a search never sees a half-built index. A snapshot is a *main* faiss
+index (exact ``IndexFlatIP`` up to ``exact_max`` rows, ``IndexIVFFlat`` above) plus a small
+*delta* of items changed since main was built, searched by brute force, and tombstones for
+main rows that were removed or superseded. When the delta grows, main is rebuilt in a
+background thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
+
+The catalog itself (items, vectors, a change log whose length is the version) is read
+through :class:`CatalogFeed`, so every process of a Redis deployment converges on the same
+version by polling it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from models.catalog import KINDS, CatalogItem
+
+log = logging.getLogger("mingpian.index")
+
+Vectors = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+
+_KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(KINDS)}
+# faiss builds its Python classes with SWIG: keyword constructors and some methods are
+# invisible to mypy, so those few calls go through an untyped handle.
+_F: Any = faiss
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """An item and its embedding, as the index needs them."""
+
+    item: CatalogItem
+    vector: Vectors
+
+
+class CatalogFeed(Protocol):
+    """Where the index reads the catalog from (catalog_sync's repository implements it)."""
+
+    def version(self) -> int:
+        """Return the number of changes ever logged (grows by one per item write)."""
+        ...
+
+    def epoch(self) -> str:
+        """Return an id that changes when the catalog is recreated from scratch."""
+        ...
+
+    def changes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, str]]:
+        """Return (seq, item id) for logged changes after seq, in order."""
+        ...
+
+    def entries(self, ids: Sequence[str]) -> dict[str, IndexEntry]:
+        """Return the current state of these items; absent ids are deleted or unembedded."""
+        ...
+
+    def iter_entries(self) -> Iterator[IndexEntry]:
+        """Yield every item that has an embedding."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: an item id and its inner product with the query."""
+
+    id: str
+    score: float
+
+
+# -- per-row metadata -------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Meta:
+    """Filter metadata of a set of rows: kind, availability per provider, tags."""
+
+    ids: list[str]
+    kind: npt.NDArray[np.int8]
+    universal: Mask  # empty availability: every provider sells it
+    offers: dict[str, Rows]  # provider → rows listed there with stock > 0
+    tags: dict[str, Rows]  # tag → rows carrying it
+
+    @staticmethod
+    def of(items: Sequence[CatalogItem]) -> _Meta:
+        offers: dict[str, list[int]] = {}
+        tags: dict[str, list[int]] = {}
+        for row, it in enumerate(items):
+            for a in it.availability:
+                if a.stock > 0:
+                    offers.setdefault(a.provider_id, []).append(row)
+            for t in it.tags:
+                tags.setdefault(t, []).append(row)
+        return _Meta(
+            ids=[it.id for it in items],
+            kind=np.fromiter((_KIND_CODE[it.kind] for it in items), dtype=np.int8,
+                             count=len(items)),
+            universal=np.fromiter((not it.availability for it in items), dtype=np.bool_,
+                                  count=len(items)),
+            offers={p: np.asarray(r, dtype=np.int64) for p, r in offers.items()},
+            tags={t: np.asarray(r, dtype=np.int64) for t, r in tags.items()},
+        )
+
+    def mask(self, *, provider_id: str | None, kind: str | None) -> Mask:
+        """Return which rows pass the kind and provider filters."""
+        m = np.ones(len(self.ids), dtype=np.bool_)
+        if kind is not None:
+            m &= self.kind == _KIND_CODE.get(kind, -1)
+        if provider_id is not None:
+            offered = self.universal.copy()
+            rows = self.offers.get(provider_id)
+            if rows is not None:
+                offered[rows] = True
+            m &= offered
+        return m
+
+
+# -- building main indexes --------------------------------------------------------------
+def ivf_nlist(n: int) -> int:
+    """Return the number of IVF lists for n rows: about 4·√n, and at least 39 rows a list
+    (faiss's k-means wants that many training points per centroid)."""
+    return max(1, min(65_536, int(4 * math.sqrt(max(n, 1))), n // 39))
+
+
+def train_ivf(x: Vectors, *, nlist: int, seed: int = 1234, per_list: int = 48,
+              niter: int = 15) -> faiss.Index:
+    """Return an empty, trained IndexIVFFlat (inner product) whose lists suit x.
+
+    k-means runs on at most per_list·nlist rows for niter rounds: at 1M rows that is a
+    minute on two cores instead of several, for centroids just as good for routing.
+    """
+    d = x.shape[1]
+    quantizer = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.spherical = True  # centroids on the unit sphere: right for cosine data
+    ivf.cp.seed = seed
+    ivf.cp.niter = niter
+    sample = x
+    cap = per_list * nlist
+    if len(x) > cap:
+        rng = np.random.default_rng(seed)
+        sample = x[np.sort(rng.choice(len(x), cap, replace=False))]
+    ivf.train(np.ascontiguousarray(sample))
+    return ivf
+
+
+def build_main(x: Vectors, *, exact_max: int, trained: faiss.Index | None = None
+               ) -> tuple[faiss.Index | None, Vectors]:
+    """Return (faiss index over rows 0..n-1, the rows' vectors) — exact up to exact_max.
+
+    For the exact index the returned vectors are a view into faiss's own storage (no copy).
+    ``trained`` is an empty trained IVF to reuse (compaction keeps the lists it trained).
+    """
+    n, d = x.shape
+    if n == 0:
+        return None, x
+    if n <= exact_max:
+        flat = faiss.IndexFlatIP(d)
+        flat.add(np.ascontiguousarray(x))
+        view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+        return flat, view
+    ivf = faiss.clone_index(trained) if trained is not None else train_ivf(
+        x, nlist=ivf_nlist(n))
+    ivf.add(np.ascontiguousarray(x))
+    return ivf, np.ascontiguousarray(x)
+
+
+def _empty_trained(index: faiss.Index | None) -> faiss.Index | None:
+    if index is None or not isinstance(index, faiss.IndexIVF):
+        return None
+    empty = faiss.clone_index(index)
+    empty.reset()
+    return empty
+
+
+# -- snapshots --------------------------------------------------------------------------
+@dataclass
+class _Snapshot:
+    """One consistent state of the index; never mutated once published (masks are a cache)."""
+
+    version: int
+    epoch: str
+    dim: int
+    main: faiss.Index | None
+    x: Vectors  # main rows' vectors
+    meta: _Meta
+    row_of: dict[str, int]
+    dead: Mask  # main rows removed or superseded by the delta
+    delta_items: list[CatalogItem] = field(default_factory=list)
+    delta_x: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    delta_meta: _Meta = field(default_factory=lambda: _Meta.of([]))
+    delta_of: dict[str, int] = field(default_factory=dict)
+    trained: faiss.Index | None = None  # empty trained IVF lists, reused by compaction
+    trained_n: int = 0  # rows the lists were trained for
+    masks: dict[tuple[str | None, str | None], tuple[Mask, Any, int]] = field(
+        default_factory=dict)
+    tag_masks: dict[str, Mask] = field(default_factory=dict)
+
+    @property
+    def delta_ids(self) -> list[str]:
+        return self.delta_meta.ids
+
+    @property
+    def size(self) -> int:
+        return int(len(self.meta.ids) - int(self.dead.sum())) + len(self.delta_ids)
+
+    def main_mask(self, provider_id: str | None, kind: str | None) -> tuple[Mask, Any, int]:
+        """Return (eligible main rows, faiss bitmap selector or None, count), cached."""
+        key = (provider_id, kind)
+        got = self.masks.get(key)
+        if got is not None:
+            return got
+        m = self.meta.mask(provider_id=provider_id, kind=kind) & ~self.dead
+        count = int(m.sum())
+        sel: Any = None
+        if count < len(m):
+            bits = np.packbits(m, bitorder="little")
+            sel = (faiss.IDSelectorBitmap(len(m), faiss.swig_ptr(bits)), bits)
+        if len(self.masks) > 256:
+            self.masks.clear()
+        self.masks[key] = (m, sel, count)
+        return m, sel, count
+
+    def main_tag_mask(self, tag: str) -> Mask | None:
+        """Return which main rows carry the tag (None: none do), cached."""
+        got = self.tag_masks.get(tag)
+        if got is None:
+            rows = self.meta.tags.get(tag)
+            if rows is None:
+                return None
+            got = np.zeros(len(self.meta.ids), dtype=np.bool_)
+            got[rows] = True
+            if len(self.tag_masks) > 256:
+                self.tag_masks.clear()
+            self.tag_masks[tag] = got
+        return got
+
+
+# -- the index --------------------------------------------------------------------------
+class VectorIndex:
+    """Search catalog embeddings with filters; follows a :class:`CatalogFeed`."""
+
+    def __init__(
+        self,
+        feed: CatalogFeed,
+        *,
+        dim: int,
+        exact_max: int = 10_000,
+        nprobe: int = 32,
+        persist_dir: Path | None = None,
+        compact_min: int = 2_000,
+        compact_fraction: float = 0.05,
+        threads: int = 1,
+    ) -> None:
+        self.feed = feed
+        self.dim = dim
+        self.exact_max = exact_max
+        self.nprobe = nprobe
+        self.persist_dir = persist_dir
+        self.compact_min = compact_min
+        self.compact_fraction = compact_fraction
+        # faiss's OpenMP threads fight over 2 cores on single queries (7 ms → 47 ms measured):
+        # one thread per search; concurrency comes from the server's threads.
+        faiss.omp_set_num_threads(threads)
+        self._snap = self._empty(version=0, epoch="")
+        self._write = threading.RLock()
+        self._compacting: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.loaded = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _empty(self, *, version: int, epoch: str) -> _Snapshot:
+        x = np.zeros((0, self.dim), dtype=np.float32)
+        return _Snapshot(version=version, epoch=epoch, dim=self.dim, main=None, x=x,
+                         meta=_Meta.of([]), row_of={}, dead=np.zeros(0, dtype=np.bool_),
+                         delta_x=x)
+
+    def load(self) -> None:
+        """Load the persisted index (then catch up with the log) or build from the catalog."""
+        with self._write:
+            snap = self._load_persisted()
+            if snap is None:
+                snap = self._build_full()
+                self._snap = snap
+                self._persist(snap)
+            else:
+                self._snap = snap
+                self.refresh()
+            self.loaded = True
+
+    def start(self, *, poll_s: float = 0.5) -> None:
+        """Follow the catalog in a background thread, checking its version every poll_s."""
+        if self._watcher is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(poll_s):
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("index refresh failed; retrying")
+
+        self._watcher = threading.Thread(target=loop, name="mingpian-index", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop following the catalog and wait for a running compaction."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+        t = self._compacting
+        if t is not None:
+            t.join(timeout=60)
+
+    # -- reading ------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        """Return the catalog version the served snapshot reflects."""
+        return self._snap.version
+
+    def __len__(self) -> int:
+        return self._snap.size
+
+    @property
+    def index_type(self) -> str:
+        """Return "exact" or "ivf" for the main index now served."""
+        main = self._snap.main
+        return "ivf" if isinstance(main, faiss.IndexIVF) else "exact"
+
+    def search(
+        self,
+        queries: Vectors,
+        *,
+        k: int,
+        provider_id: str | None = None,
+        kind: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[list[Hit]]:
+        """Return, per query row, up to k eligible items by inner product, best first."""
+        snap = self._snap
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        nq = q.shape[0]
+        # Over-fetch by the excluded items (what the user bought), within reason.
+        want = k + min(len(exclude), 500)
+        found: list[dict[str, float]] = [{} for _ in range(nq)]
+        if snap.main is not None:
+            m, sel, count = snap.main_mask(provider_id, kind)
+            if count:
+                self._search_main(snap, q, min(want, count), m, sel, found)
+        if snap.delta_ids:
+            dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind)
+            rows = np.flatnonzero(dm)
+            if len(rows):
+                scores = q @ snap.delta_x[rows].T
+                top = min(want, len(rows))
+                for qi in range(nq):
+                    best = np.argpartition(-scores[qi], top - 1)[:top]
+                    for j in best:
+                        found[qi][snap.delta_ids[rows[j]]] = float(scores[qi, j])
+        out: list[list[Hit]] = []
+        for qi in range(nq):
+            hits = [Hit(i, s) for i, s in found[qi].items() if i not in exclude]
+            hits.sort(key=lambda h: (-h.score, h.id))
+            out.append(hits[:k])
+        return out
+
+    def _search_main(self, snap: _Snapshot, q: Vectors, want: int, m: Mask, sel: Any,
+                     found: list[dict[str, float]]) -> None:
+        main = snap.main
+        assert main is not None
+        ids = snap.meta.ids
+        if isinstance(main, faiss.IndexIVF):
+            nprobe = min(self.nprobe, main.nlist)
+            while True:
+                params = _F.SearchParametersIVF(sel=sel[0] if sel else None, nprobe=nprobe)
+                d, idx = main.search(q, want, params=params)
+                short = bool(((idx >= 0).sum(axis=1) < want).any())
+                # A narrow filter (a small provider) can leave the probed lists without k
+                # eligible rows: widen the probe until it finds them or has seen every list.
+                if not short or nprobe >= main.nlist:
+                    break
+                nprobe = min(main.nlist, nprobe * 4)
+        else:
+            # Exact: one matrix product for every query (faiss's flat search makes one pass
+            # over the vectors per query below 20 queries, and a slower one with a filter).
+            scores = q @ snap.x.T
+            if sel:
+                scores[:, ~m] = -np.inf
+            idx = np.argpartition(-scores, want - 1, axis=1)[:, :want]
+            d = np.take_along_axis(scores, idx, axis=1)
+        for qi in range(q.shape[0]):
+            row_found = found[qi]
+            for score, row in zip(d[qi].tolist(), idx[qi].tolist(), strict=True):
+                if row >= 0 and score > -np.inf:
+                    row_found[ids[row]] = score
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
+        """Return the indexed vectors of these items (absent: not indexed)."""
+        snap = self._snap
+        delta_of = snap.delta_of
+        out: dict[str, Vectors] = {}
+        for i in ids:
+            r = delta_of.get(i)
+            if r is not None:
+                out[i] = snap.delta_x[r]
+                continue
+            r = snap.row_of.get(i)
+            if r is not None and not snap.dead[r]:
+                out[i] = snap.x[r]
+        return out
+
+    def eligible(self, ids: Sequence[str], *, provider_id: str | None = None,
+                 kind: str | None = None) -> list[str]:
+        """Return the ids (in order) that are indexed and pass the filters."""
+        snap = self._snap
+        delta_of = snap.delta_of
+        m, _, _ = snap.main_mask(provider_id, kind)
+        dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind) if delta_of else None
+        out: list[str] = []
+        for i in ids:
+            r = delta_of.get(i)
+            if r is not None:
+                if dm is not None and dm[r]:
+                    out.append(i)
+                continue
+            r = snap.row_of.get(i)
+            if r is not None and m[r]:
+                out.append(i)
+        return out
+
+    def with_tags(self, tags: Sequence[str], *, provider_id: str | None = None,
+                  kind: str | None = None, limit: int = 200) -> dict[str, list[str]]:
+        """Return, per tag, up to limit eligible item ids that carry it."""
+        snap = self._snap
+        m, _, _ = snap.main_mask(provider_id, kind)
+        dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind) if snap.delta_ids else None
+        out: dict[str, list[str]] = {}
+        for t in tags:
+            got: list[str] = []
+            if dm is not None:
+                rows = snap.delta_meta.tags.get(t)
+                if rows is not None:
+                    got += [snap.delta_ids[r] for r in rows[dm[rows]][:limit]]
+            rows = snap.meta.tags.get(t)
+            if rows is not None and len(got) < limit:
+                got += [snap.meta.ids[r] for r in rows[m[rows]][: limit - len(got)]]
+            out[t] = got
+        return out
+
+    def carries(self, ids: Sequence[str], tags: Sequence[str]) -> Mask:
+        """Return a (len(ids), len(tags)) matrix: does the indexed item carry the tag?"""
+        snap = self._snap
+        out = np.zeros((len(ids), len(tags)), dtype=np.bool_)
+        if not ids or not tags:
+            return out
+        main_rows = np.asarray([-1 if i in snap.delta_of else snap.row_of.get(i, -1)
+                                for i in ids], dtype=np.int64)
+        in_main = main_rows >= 0
+        delta_rows = np.asarray([snap.delta_of.get(i, -1) for i in ids], dtype=np.int64)
+        for j, t in enumerate(tags):
+            tm = snap.main_tag_mask(t)
+            if tm is not None:
+                out[in_main, j] = tm[main_rows[in_main]]
+            rows = snap.delta_meta.tags.get(t)
+            if rows is not None:
+                out[:, j] |= (delta_rows >= 0) & np.isin(delta_rows, rows)
+        return out
+
+    def some(self, *, provider_id: str | None = None, kind: str | None = None,
+             limit: int = 100) -> list[str]:
+        """Return up to limit eligible ids (newest changes first) for a popularity fallback."""
+        snap = self._snap
+        out: list[str] = []
+        if snap.delta_ids:
+            dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind)
+            out += [snap.delta_ids[r] for r in np.flatnonzero(dm)[::-1][:limit]]
+        m, _, _ = snap.main_mask(provider_id, kind)
+        out += [snap.meta.ids[r] for r in np.flatnonzero(m)[: limit - len(out)]]
+        return out[:limit]
+
+    # -- following the feed -------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Catch up with the feed; return True when a new snapshot was published."""
+        with self._write:
+            snap = self._snap
+            version = self.feed.version()
+            if version == snap.version:
+                return False
+            if version < snap.version or self.feed.epoch() != snap.epoch:
+                log.info("catalog was recreated (version %d → %d): rebuilding the index",
+                         snap.version, version)
+                self._snap = new = self._build_full()
+                self._persist(new)
+                return True
+            new = self._catch_up(snap)
+            self._snap = new
+            self._maybe_compact(new)
+            return True
+
+    def _catch_up(self, snap: _Snapshot) -> _Snapshot:
+        """Return snap with every logged change after its version applied."""
+        seq = snap.version
+        changed: dict[str, None] = {}
+        while True:
+            batch = self.feed.changes_after(seq, limit=5000)
+            if not batch:
+                break
+            for s, item_id in batch:
+                changed[item_id] = None
+                seq = s
+        if not changed:
+            return snap
+        entries = self.feed.entries(list(changed))
+        return _apply(snap, list(changed), entries, version=seq, dim=self.dim)
+
+    def _maybe_compact(self, snap: _Snapshot) -> None:
+        pending = len(snap.delta_ids) + int(snap.dead.sum())
+        limit = max(self.compact_min, int(self.compact_fraction * len(snap.meta.ids)))
+        if pending < limit or (self._compacting is not None and self._compacting.is_alive()):
+            return
+        t = threading.Thread(target=self._compact, args=(snap,), name="mingpian-compact",
+                             daemon=True)
+        self._compacting = t
+        t.start()
+
+    def _compact(self, base: _Snapshot) -> None:
+        """Rebuild main from base (old main rows alive + delta), then replay newer changes."""
+        try:
+            started = time.perf_counter()
+            alive = np.flatnonzero(~base.dead)
+            ids = [base.meta.ids[r] for r in alive] + base.delta_ids
+            x = np.concatenate([base.x[alive], base.delta_x]) if len(ids) else base.x[:0]
+            items = _merged_meta(base, alive)
+            trained, trained_n = base.trained, base.trained_n
+            if len(ids) > self.exact_max and (trained is None or len(ids) > 2 * trained_n):
+                trained, trained_n = None, len(ids)
+            new = _from_rows(ids, x, items, version=base.version, epoch=base.epoch,
+                             dim=self.dim, exact_max=self.exact_max, trained=trained,
+                             trained_n=trained_n)
+            with self._write:
+                if self._snap.epoch != base.epoch:
+                    return
+                new = self._catch_up(new)
+                self._snap = new
+            log.info("index compacted: %d items, %s, %.2f s", new.size,
+                     "ivf" if isinstance(new.main, faiss.IndexIVF) else "exact",
+                     time.perf_counter() - started)
+            self._persist(new)
+        except Exception:
+            log.exception("index compaction failed; serving the previous snapshot")
+
+    def _build_full(self) -> _Snapshot:
+        """Build a snapshot of the whole catalog as the feed holds it now."""
+        started = time.perf_counter()
+        # Read the version first: changes made during the scan are replayed afterwards.
+        version = self.feed.version()
+        epoch = self.feed.epoch()
+        ids: list[str] = []
+        items: list[CatalogItem] = []
+        chunks: list[Vectors] = []
+        for e in self.feed.iter_entries():
+            if not e.item.active or e.vector.shape != (self.dim,):
+                continue
+            ids.append(e.item.id)
+            items.append(e.item)
+            chunks.append(e.vector)
+        x = np.vstack(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim),
+                                                                          dtype=np.float32)
+        snap = _from_rows(ids, x, _Meta.of(items), version=version, epoch=epoch,
+                          dim=self.dim, exact_max=self.exact_max, trained=None,
+                          trained_n=len(ids))
+        snap = self._catch_up(snap)
+        log.info("index built: %d items at version %d, %.2f s", snap.size, snap.version,
+                 time.perf_counter() - started)
+        return snap
+
+    # -- persistence (embedded mode) ----------------------------------------------------
+    def _persist(self, snap: _Snapshot) -> None:
+        if self.persist_dir is None or snap.delta_ids or snap.dead.any():
+            return
+        try:
+            _save(snap, self.persist_dir)
+        except OSError:
+            log.exception("could not persist the index under %s", self.persist_dir)
+
+    def _load_persisted(self) -> _Snapshot | None:
+        if self.persist_dir is None:
+            return None
+        try:
+            snap = _load(self.persist_dir, dim=self.dim)
+        except (OSError, ValueError, KeyError, RuntimeError):
+            log.exception("persisted index unreadable: rebuilding")
+            return None
+        if snap is None:
+            return None
+        if snap.epoch != self.feed.epoch() or snap.version > self.feed.version():
+            log.info("persisted index belongs to another catalog: rebuilding")
+            return None
+        log.info("index loaded from %s: %d items at version %d", self.persist_dir, snap.size,
+                 snap.version)
+        return snap
+
+
+def _from_rows(ids: list[str], x: Vectors, meta: _Meta, *, version: int, epoch: str, dim: int,
+               exact_max: int, trained: faiss.Index | None, trained_n: int) -> _Snapshot:
+    main, xv = build_main(x, exact_max=exact_max, trained=trained)
+    return _Snapshot(
+        version=version, epoch=epoch, dim=dim, main=main, x=xv, meta=meta,
+        row_of={i: r for r, i in enumerate(ids)}, dead=np.zeros(len(ids), dtype=np.bool_),
+        delta_x=np.zeros((0, dim), dtype=np.float32),
+        trained=trained if trained is not None else _empty_trained(main),
+        trained_n=trained_n if trained is not None else len(ids),
+    )
+
+
+def _apply(snap: _Snapshot, changed: list[str], entries: dict[str, IndexEntry], *,
+           version: int, dim: int) -> _Snapshot:
+    """Return a new snapshot: changed ids leave main/delta; current active ones join the delta."""
+    dead = snap.dead.copy()
+    for i in changed:
+        r = snap.row_of.get(i)
+        if r is not None:
+            dead[r] = True
+    changed_set = set(changed)
+    keep = [r for r, i in enumerate(snap.delta_ids) if i not in changed_set]
+    items = [snap.delta_items[r] for r in keep]
+    vecs = [snap.delta_x[keep]] if keep else []
+    for i in changed:
+        e = entries.get(i)
+        if e is None or not e.item.active or e.vector.shape != (dim,):
+            continue
+        items.append(e.item)
+        vecs.append(e.vector[None, :])
+    delta_x = (np.ascontiguousarray(np.vstack(vecs), dtype=np.float32) if vecs
+               else np.zeros((0, dim), dtype=np.float32))
+    meta = _Meta.of(items)
+    return _Snapshot(
+        version=version, epoch=snap.epoch, dim=dim, main=snap.main, x=snap.x, meta=snap.meta,
+        row_of=snap.row_of, dead=dead, delta_items=items, delta_x=delta_x, delta_meta=meta,
+        delta_of={i: r for r, i in enumerate(meta.ids)}, trained=snap.trained,
+        trained_n=snap.trained_n,
+    )
+
+
+def _merged_meta(base: _Snapshot, alive: Rows) -> _Meta:
+    """Return the metadata of base's alive main rows followed by its delta rows."""
+    meta, dmeta = base.meta, base.delta_meta
+    n = len(alive)
+    remap = np.full(len(meta.ids), -1, dtype=np.int64)
+    remap[alive] = np.arange(n)
+
+    def merge(a: dict[str, Rows], b: dict[str, Rows]) -> dict[str, Rows]:
+        out: dict[str, Rows] = {}
+        for key in set(a) | set(b):
+            ra = remap[a[key]] if key in a else np.zeros(0, dtype=np.int64)
+            ra = ra[ra >= 0]
+            rb = b[key] + n if key in b else np.zeros(0, dtype=np.int64)
+            rows = np.concatenate([ra, rb])
+            if len(rows):
+                out[key] = rows
+        return out
+
+    return _Meta(
+        ids=[meta.ids[r] for r in alive] + list(dmeta.ids),
+        kind=np.concatenate([meta.kind[alive], dmeta.kind]),
+        universal=np.concatenate([meta.universal[alive], dmeta.universal]),
+        offers=merge(meta.offers, dmeta.offers),
+        tags=merge(meta.tags, dmeta.tags),
+    )
+
+
+# -- files --------------------------------------------------------------------------------
+def _save(snap: _Snapshot, folder: Path) -> None:
+    """Write snap as catalog-<version>.{faiss,npz} and point CURRENT at it, atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"catalog-{snap.version}"
+    meta = snap.meta
+    arrays: dict[str, Any] = {
+        "ids": np.asarray(meta.ids, dtype=np.str_),
+        "kind": meta.kind,
+        "universal": meta.universal,
+    }
+    for name, groups in (("offers", meta.offers), ("tags", meta.tags)):
+        keys = sorted(groups)
+        arrays[f"{name}_keys"] = np.asarray(keys, dtype=np.str_)
+        arrays[f"{name}_len"] = np.asarray([len(groups[k]) for k in keys], dtype=np.int64)
+        arrays[f"{name}_rows"] = (np.concatenate([groups[k] for k in keys]) if keys
+                                  else np.zeros(0, dtype=np.int64))
+    is_ivf = isinstance(snap.main, faiss.IndexIVF)
+    if is_ivf:
+        arrays["x"] = snap.x
+    tmp_npz = folder / f".{stem}.npz.tmp"
+    with tmp_npz.open("wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp_npz, folder / f"{stem}.npz")
+    if snap.main is not None:
+        tmp = folder / f".{stem}.faiss.tmp"
+        faiss.write_index(snap.main, str(tmp))
+        os.replace(tmp, folder / f"{stem}.faiss")
+    header = {"version": snap.version, "epoch": snap.epoch, "dim": snap.dim, "stem": stem,
+              "has_main": snap.main is not None, "ivf": is_ivf, "trained_n": snap.trained_n}
+    tmp_cur = folder / ".CURRENT.tmp"
+    tmp_cur.write_text(json.dumps(header))
+    os.replace(tmp_cur, folder / "CURRENT")
+    for old in folder.glob("catalog-*"):
+        if not old.name.startswith(stem + "."):
+            old.unlink(missing_ok=True)
+
+
+def _load(folder: Path, *, dim: int) -> _Snapshot | None:
+    cur = folder / "CURRENT"
+    if not cur.exists():
+        return None
+    header = json.loads(cur.read_text())
+    if header["dim"] != dim:
+        return None
+    stem = header["stem"]
+    with np.load(folder / f"{stem}.npz") as z:
+        ids = [str(s) for s in z["ids"]]
+
+        def groups(name: str) -> dict[str, Rows]:
+            keys = [str(s) for s in z[f"{name}_keys"]]
+            bounds = np.cumsum(z[f"{name}_len"])
+            rows = z[f"{name}_rows"]
+            return {k: rows[(bounds[j] - z[f"{name}_len"][j]):bounds[j]]
+                    for j, k in enumerate(keys)}
+
+        meta = _Meta(ids=ids, kind=z["kind"], universal=z["universal"],
+                     offers=groups("offers"), tags=groups("tags"))
+        x_saved = z["x"] if header["ivf"] else None
+    main = faiss.read_index(str(folder / f"{stem}.faiss")) if header["has_main"] else None
+    n = len(ids)
+    if main is None:
+        x = np.zeros((0, dim), dtype=np.float32)
+    elif x_saved is not None:
+        x = np.ascontiguousarray(x_saved, dtype=np.float32)
+    else:
+        # read_index returns the concrete class (IndexFlatIP), owning its data; a downcast
+        # would make a second, non-owning wrapper.
+        flat: Any = main
+        x = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    if main is not None and main.ntotal != n:
+        raise ValueError("persisted index and ids disagree")
+    return _Snapshot(
+        version=int(header["version"]), epoch=str(header["epoch"]), dim=dim, main=main, x=x,
+        meta=meta, row_of={i: r for r, i in enumerate(ids)}, dead=np.zeros(n, dtype=np.bool_),
+        delta_x=np.zeros((0, dim), dtype=np.float32), trained=_empty_trained(main),
+        trained_n=int(header.get("trained_n", n)),
+    )

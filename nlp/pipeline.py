@@ -1,0 +1,84 @@
+"""The message pipeline: redact → tag (one embedder call per batch) → update the user's and
+the group's profiles exactly once → keep the redacted text only if retention is on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.messages import ChatMessage
+from nlp.privacy import redact
+from nlp.profile import ProfileRepo
+from nlp.tagging import Tagger, TagResult
+from store.base import Store
+
+NS_MESSAGES = "messages.user"  # key "<user_id>/<msg_id>": "/" never occurs in an id
+_NOT_TAGGED = TagResult(tags=[], vector=None, contentless=True)
+
+
+@dataclass
+class ProcessedMessage:
+    """One message after the pipeline: its redacted form, its tags, and whether the profiles
+    took it now (False for a repeat, an event or a bot's own message)."""
+
+    msg: ChatMessage
+    result: TagResult
+    applied: bool
+
+
+def _profiled(msg: ChatMessage) -> bool:
+    # Platform events (subscribe, click…) are not things a person said, and a bot's messages
+    # say nothing about the bot's interests.
+    return not msg.from_bot and not msg.msg_type.startswith("event")
+
+
+class MessagePipeline:
+    """Turns chat messages into profile updates; raw text never reaches the store."""
+
+    def __init__(self, *, store: Store, tagger: Tagger, profiles: ProfileRepo,
+                 retain_messages: bool) -> None:
+        self.store = store
+        self.tagger = tagger
+        self.profiles = profiles
+        self.retain_messages = retain_messages
+
+    def process(self, messages: Sequence[ChatMessage]) -> list[ProcessedMessage]:
+        """Redact, tag and apply each message to its user's and group's profiles."""
+        safe = [m.model_copy(update={"text": redact(m.text)}) for m in messages]
+        wanted = [m for m in safe if _profiled(m)]
+        tagged = iter(self.tagger.tag_batch([m.text for m in wanted]))
+        out: list[ProcessedMessage] = []
+        for m in safe:
+            if not _profiled(m):
+                out.append(ProcessedMessage(msg=m, result=_NOT_TAGGED, applied=False))
+                continue
+            result = next(tagged)
+            applied = self.profiles.apply(msg=m, result=result)
+            # Only when applied now: a replay of a message of an erased user must not bring
+            # its text back.
+            if applied and self.retain_messages:
+                self.store.put(NS_MESSAGES, message_key(m.user_id, m.msg_id), {
+                    "msg_id": m.msg_id, "platform": m.platform, "group_id": m.group_id,
+                    "user_id": m.user_id, "text": m.text, "ts": m.ts, "msg_type": m.msg_type,
+                    "tags": [{"tag": h.tag, "confidence": h.confidence} for h in result.tags],
+                })
+            out.append(ProcessedMessage(msg=m, result=result, applied=applied))
+        return out
+
+    def list_messages(self, user_id: str) -> list[dict[str, object]]:
+        """Return the retained (redacted) messages of a user, oldest first."""
+        docs = [rec.doc for _, rec in self.store.scan(NS_MESSAGES, prefix=f"{user_id}/")]
+        return sorted(docs, key=lambda d: (int(d.get("ts", 0)), str(d.get("msg_id"))))
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete the user's profile and retained messages; return how many records went."""
+        keys = [k for k, _ in self.store.scan(NS_MESSAGES, prefix=f"{user_id}/")]
+        n = sum(1 for k in keys if self.store.delete(NS_MESSAGES, k))
+        existed = self.profiles.get("user", user_id) is not None
+        self.profiles.erase_user(user_id)
+        return n + int(existed)
+
+
+def message_key(user_id: str, msg_id: str) -> str:
+    """Return the store key of a retained message."""
+    return f"{user_id}/{msg_id}"

@@ -1,0 +1,263 @@
+"""User and group interest profiles: exponentially decaying tag weights and interest vector.
+
+A profile is stored as of a reference time ``ref``: every weight w means w · 2^(-(t-ref)/H)
+at a later time t (H = half-life). Folding in a message at time ts first moves ``ref`` up to
+ts (decaying what is there), then adds the message's contribution — decayed itself if the
+message is older than ``ref`` (archives arrive out of order). The interest vector is kept as
+a unit direction plus the magnitude of the decayed sum of message embeddings, so decay
+never loses precision in the float16 storage.
+
+Applying messages is exactly-once and race-free: a batch of messages is folded, in order,
+into every user and group profile it touches, and all of them are written in one
+:class:`~store.base.Batch` carrying a once-marker per message id and a version check per
+record; a lost race re-reads and retries, and messages another worker applied meanwhile
+(their marker is set) are left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from models.errors import ConflictError
+from models.messages import ChatMessage
+from nlp.tagging import TagResult
+from store.base import JSON, Batch, CommitResult, Store
+
+NS_USER = "profile.user"
+NS_GROUP = "profile.group"
+Kind = Literal["user", "group"]
+NAMESPACES: dict[str, str] = {"user": NS_USER, "group": NS_GROUP}
+
+# A contentful message without tags still says something about the person, but less.
+UNTAGGED_VECTOR_WEIGHT = 0.3
+MAX_GROUPS = 50
+_MIN_WEIGHT = 1e-4  # below this a decayed tag weight is dropped
+_MAX_ATTEMPTS = 200
+_CHUNK = 256  # messages per commit: bounds one transaction (and one Lua script's keys)
+FAMILY = "profile"  # the store family of every profile namespace: one commit holds them all
+
+
+@dataclass(frozen=True)
+class TagWeight:
+    """A tag's decayed weight (sum of confidences, halving every half-life) and when a
+    message last showed it (Unix seconds)."""
+
+    tag: str
+    weight: float
+    last_seen: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A user's or a group's interests, decayed to the time it was read."""
+
+    kind: Kind
+    id: str
+    tags: list[TagWeight]  # sorted by weight, highest first
+    interest: npt.NDArray[np.float32] | None  # L2-normalised decayed mean of message vectors
+    message_count: int
+    last_seen: int  # time of the newest message (Unix seconds)
+    updated_at: int  # when the profile was last written (Unix seconds)
+    groups: list[str]  # user: the groups it posted in, most recent last
+
+
+def _marker(msg_id: str) -> str:
+    return f"profile:{msg_id}"
+
+
+def decay(dt_s: float, half_life_s: float) -> float:
+    """Return the factor by which a weight shrinks over dt_s (never grows for dt_s < 0)."""
+    return math.pow(2.0, -max(0.0, dt_s) / half_life_s)
+
+
+def encode_vector(v: np.ndarray) -> str:
+    """Return a compact text form of a vector (base64 of float16)."""
+    return base64.b64encode(np.asarray(v, dtype="<f2").tobytes()).decode("ascii")
+
+
+def decode_vector(s: str) -> npt.NDArray[np.float32]:
+    """Return the float32 vector of :func:`encode_vector`'s text."""
+    return np.frombuffer(base64.b64decode(s), dtype="<f2").astype(np.float32)
+
+
+class _Draft:
+    """A profile document being folded into, message after message, in memory.
+
+    Folding into a draft gives exactly the document that storing and re-reading after every
+    message would: tag weights are rounded as they are stored, and the interest direction
+    is kept as the float16 values its stored text holds; only the base64 and JSON steps
+    between messages are skipped."""
+
+    __slots__ = ("base", "ref", "tags", "vec", "vw", "n", "last_seen", "updated_at", "groups")
+
+    def __init__(self, doc: JSON | None, *, ts: int) -> None:
+        self.base: JSON = doc or {}
+        self.ref = float(doc["ref"]) if doc else float(ts)
+        self.tags: dict[str, list[Any]] = {k: list(v) for k, v in doc["tags"].items()} \
+            if doc else {}
+        self.vec: npt.NDArray[np.float16] | None = _decode_f16(doc["vec"]) \
+            if doc and doc["vec"] else None
+        self.vw = float(doc["vw"]) if doc else 0.0
+        self.n = int(doc["n"]) if doc else 0
+        self.last_seen = int(doc["last_seen"]) if doc else 0
+        self.updated_at = int(doc["updated_at"]) if doc else 0
+        self.groups: list[str] = list(doc["groups"]) if doc else []
+
+    def fold(self, *, msg: ChatMessage, result: TagResult, half_life_s: float, now: float,
+             group: str | None) -> None:
+        """Fold one more message in."""
+        ts = msg.ts
+        tags = self.tags
+        if ts > self.ref:  # move the reference time up: decay what is there
+            f = decay(ts - self.ref, half_life_s)
+            tags = {k: [w * f, seen] for k, (w, seen) in tags.items() if w * f >= _MIN_WEIGHT}
+            self.vw *= f
+            self.ref = float(ts)
+        c = decay(self.ref - ts, half_life_s)  # < 1 for a message older than the profile
+        for hit in result.tags:
+            w, seen = tags.get(hit.tag, (0.0, 0))
+            tags[hit.tag] = [w + hit.confidence * c, max(seen, ts)]
+        if result.vector is not None:
+            weight = (1.0 if result.tags else UNTAGGED_VECTOR_WEIGHT) * c
+            total = weight * np.asarray(result.vector, dtype=np.float64)
+            if self.vec is not None:
+                total += self.vw * self.vec.astype(np.float64)
+            norm = float(np.linalg.norm(total))
+            if norm > 0:
+                self.vec = np.asarray(total / norm, dtype="<f2")
+                self.vw = norm
+        if group is not None:
+            self.groups = [*(g for g in self.groups if g != group), group][-MAX_GROUPS:]
+        self.tags = {k: [round(w, 6), int(s)] for k, (w, s) in tags.items()}
+        self.n += 1
+        self.last_seen = max(self.last_seen, ts)
+        self.updated_at = int(now)
+
+    def doc(self) -> JSON:
+        """Return the document to store."""
+        return {**self.base, "ref": self.ref, "tags": self.tags,
+                "vec": _encode_f16(self.vec) if self.vec is not None else self.base.get("vec"),
+                "vw": self.vw, "n": self.n, "last_seen": self.last_seen,
+                "updated_at": self.updated_at, "groups": self.groups}
+
+
+def _decode_f16(s: str) -> npt.NDArray[np.float16]:
+    return np.frombuffer(base64.b64decode(s), dtype="<f2")
+
+
+def _encode_f16(v: npt.NDArray[np.float16]) -> str:
+    return base64.b64encode(v.tobytes()).decode("ascii")
+
+
+class ProfileRepo:
+    """Reads and updates profiles in the store."""
+
+    def __init__(self, store: Store, *, half_life_days: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        if half_life_days <= 0:
+            raise ValueError("half_life_days must be positive")
+        self.store = store
+        self.half_life_s = half_life_days * 86_400.0
+        self.clock = clock
+        self.conflicts = 0  # lost races, retried (for metrics and tests)
+
+    def get(self, kind: Kind, id: str, *, now: float | None = None) -> Profile | None:
+        """Return the profile decayed to now (the clock when None), or None if never seen."""
+        rec = self.store.get(NAMESPACES[kind], id)
+        if rec is None:
+            return None
+        d = rec.doc
+        f = decay((self.clock() if now is None else now) - float(d["ref"]), self.half_life_s)
+        tags = [TagWeight(tag=k, weight=w * f, last_seen=int(s))
+                for k, (w, s) in d["tags"].items() if w * f >= _MIN_WEIGHT]
+        tags.sort(key=lambda t: (-t.weight, t.tag))
+        interest = decode_vector(d["vec"]) if d.get("vec") else None
+        if interest is not None:
+            n = float(np.linalg.norm(interest))
+            interest = interest / n if n > 0 else None
+        return Profile(kind=kind, id=id, tags=tags, interest=interest,
+                       message_count=int(d["n"]), last_seen=int(d["last_seen"]),
+                       updated_at=int(d["updated_at"]), groups=list(d["groups"]))
+
+    def apply(self, *, msg: ChatMessage, result: TagResult) -> bool:
+        """Fold one message into its user's (and group's) profile, exactly once per msg_id;
+        return True if it was applied now, False if it had been applied before."""
+        return self.apply_many([(msg, result)])[0]
+
+    def apply_many(self, items: Sequence[tuple[ChatMessage, TagResult]]) -> list[bool]:
+        """Fold messages, in order, into their users' and groups' profiles, exactly once per
+        msg_id; return for each whether it was applied now (False: applied before, or an
+        earlier item of the same call has the same msg_id).
+
+        The result is the one applying them one by one gives, in one read of the touched
+        profiles and one commit per (at most) _CHUNK messages."""
+        applied = [False] * len(items)
+        first: dict[str, int] = {}  # once-marker → index of its first item
+        for i, (msg, _) in enumerate(items):
+            first.setdefault(_marker(msg.msg_id), i)
+        markers = list(first)
+        for c in range(0, len(markers), _CHUNK):
+            chunk = {m: first[m] for m in markers[c : c + _CHUNK]}
+            for i in self._apply_chunk(items, chunk):
+                applied[i] = True
+        return applied
+
+    def _apply_chunk(self, items: Sequence[tuple[ChatMessage, TagResult]],
+                     pending: dict[str, int]) -> list[int]:
+        """Commit the items named by pending (marker → index) that no commit has applied;
+        return the indexes applied now."""
+        for attempt in range(_MAX_ATTEMPTS):
+            # Cheap and outside any transaction; the commit's markers are the real guard
+            # (another worker may apply one of these in between: DUPLICATE, look again).
+            for m in self.store.seen_once(FAMILY, list(pending)):
+                del pending[m]
+            if not pending:
+                return []
+            order = sorted(pending.values())
+            users = list(dict.fromkeys(items[i][0].user_id for i in order))
+            groups = list(dict.fromkeys(g for i in order
+                                        if (g := items[i][0].group_id) is not None))
+            read = {NS_USER: self.store.get_many(NS_USER, users),
+                    NS_GROUP: self.store.get_many(NS_GROUP, groups) if groups else {}}
+            drafts: dict[tuple[str, str], _Draft] = {}
+            now = self.clock()
+            for i in order:
+                msg, result = items[i]
+                targets = [(NS_USER, msg.user_id, msg.group_id)]
+                if msg.group_id is not None:
+                    targets.append((NS_GROUP, msg.group_id, None))
+                for ns, key, group in targets:
+                    draft = drafts.get((ns, key))
+                    if draft is None:
+                        rec = read[ns].get(key)
+                        draft = drafts[ns, key] = _Draft(rec.doc if rec else None, ts=msg.ts)
+                    draft.fold(msg=msg, result=result, half_life_s=self.half_life_s, now=now,
+                               group=group)
+            batch = Batch(once_all=list(pending))
+            for (ns, key), draft in drafts.items():
+                rec = read[ns].get(key)
+                batch.puts.append((ns, key, draft.doc()))
+                batch.checks.append((ns, key, rec.version if rec else 0))
+            outcome = self.store.commit(batch)
+            if outcome is CommitResult.OK:
+                return order
+            if outcome is CommitResult.CONFLICT:
+                # Another worker wrote one of the records first: re-read and fold again.
+                self.conflicts += 1
+                time.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
+            # DUPLICATE: another worker applied some of these meanwhile; leave those out.
+        raise ConflictError(f"profile update for {len(pending)} messages kept conflicting")
+
+    def erase_user(self, user_id: str) -> None:
+        """Delete everything held about a user. Group profiles keep no user ids: they are
+        anonymous aggregates and stay."""
+        self.store.delete(NS_USER, user_id)

@@ -1,0 +1,190 @@
+"""The callback endpoints over HTTP: sample vectors, acknowledgement, hostile input."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services import INBOX
+from tests.bot.support import (
+    AES_KEY,
+    CORP_ID,
+    TOKEN,
+    bot_settings,
+    event_xml,
+    message_xml,
+    wechat_post,
+    wecom_post,
+)
+from tests.bot.test_callback import (
+    OA_BODY,
+    OA_QUERY,
+    SAMPLE_BODY,
+    SAMPLE_ENCRYPT,
+    SAMPLE_QUERY,
+    VERIFY,
+)
+
+
+@pytest.fixture
+def client(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
+    with TestClient(create_app(bot_settings(tmp_path / "data", redis_url=redis_url))) as c:
+        yield c
+
+
+def depth(client: TestClient) -> int:
+    """The inbox queue's depth, read through the app's own store."""
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    for line in r.text.splitlines():
+        if line.startswith(f'mingpian_queue_depth{{queue="{INBOX}"}}'):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no queue depth in /metrics")
+
+
+def test_wecom_url_verification_with_the_sample(client: TestClient) -> None:
+    r = client.get("/wecom/callback", params=VERIFY)
+    assert r.status_code == 200
+    assert r.text == "1616140317555161061"
+    bad = client.get("/wecom/callback", params={**VERIFY, "timestamp": "1409659590"})
+    assert bad.status_code == 403
+    assert bad.json()["error"]["code"] == "forbidden"
+
+
+def test_wecom_sample_message_is_acknowledged_empty_and_queued_once(client: TestClient) -> None:
+    before = depth(client)
+    r = client.post("/wecom/callback", params=SAMPLE_QUERY, content=SAMPLE_BODY)
+    assert r.status_code == 200
+    assert r.content == b""
+    assert depth(client) == before + 1
+    # WeChat's retries of the same message: acknowledged again, queued once.
+    for _ in range(3):
+        assert client.post("/wecom/callback", params=SAMPLE_QUERY,
+                           content=SAMPLE_BODY).status_code == 200
+    assert depth(client) == before + 1
+
+
+def test_official_account_url_check_and_messages(client: TestClient) -> None:
+    r = client.get("/wechat/callback", params={"signature": OA_QUERY["signature"],
+                                               "timestamp": OA_QUERY["timestamp"],
+                                               "nonce": OA_QUERY["nonce"], "echostr": "shr5ch"})
+    assert r.status_code == 200 and r.text == "shr5ch"
+    r = client.post("/wechat/callback", params={**OA_QUERY, "encrypt_type": "aes"},
+                    content=OA_BODY)
+    assert r.status_code == 200 and r.text == "success"
+    query, body = wechat_post(message_xml(content="在吗", to="gh_10f6c3c3ac5a"),
+                              encrypted=False)
+    r = client.post("/wechat/callback", params=query, content=body)
+    assert r.status_code == 200 and r.text == "success"
+    assert depth(client) == 2
+
+
+def test_every_type_is_acknowledged(client: TestClient) -> None:
+    plains = [
+        message_xml("text", content="哈哈"),
+        message_xml("image", extra={"PicUrl": "http://x/y.jpg", "MediaId": "m1"}),
+        message_xml("voice", extra={"MediaId": "m2", "Format": "amr",
+                                    "Recognition": "宝宝湿疹怎么办"}),
+        message_xml("link", extra={"Title": "辅食攻略", "Description": "六个月宝宝",
+                                   "Url": "http://x"}),
+        message_xml("miniprogram_notice"),  # a type we do not know
+        event_xml("subscribe"),
+        event_xml("click", extra={"EventKey": "MENU_1"}),
+        event_xml("enter_agent", extra={"EventKey": ""}),
+        event_xml("change_external_contact", extra={
+            "ChangeType": "add_external_contact", "UserID": "zhangsan",
+            "ExternalUserID": "wmEXT", "State": "card-1", "WelcomeCode": "W"}),
+        event_xml("change_external_chat", extra={
+            "ChangeType": "update", "ChatId": "wrCHAT", "UpdateDetail": "add_member",
+            "JoinScene": "1", "MemChangeCnt": "1"}),
+    ]
+    for plain in plains:
+        query, body = wecom_post(plain)
+        r = client.post("/wecom/callback", params=query, content=body)
+        assert r.status_code == 200, r.text
+        assert r.content == b""
+    assert depth(client) == len(plains)
+
+
+OTHER_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+
+def _sig(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def _hostile_cases() -> dict[str, tuple[dict[str, str], bytes, int]]:
+    good_q, good_b = wecom_post(message_xml())
+    short = SAMPLE_ENCRYPT[:64]
+    xxe = ('<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+           "<xml><ToUserName>x</ToUserName><Encrypt>&xxe;</Encrypt></xml>")
+    laughs = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+              + "".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+                        for i in range(1, 10))
+              + "]><xml><Encrypt>&lol9;</Encrypt></xml>")
+    inner_xxe = wecom_post(xxe.replace("<Encrypt>&xxe;</Encrypt>", "<Content>&xxe;</Content>"))
+    inner_laughs = wecom_post(laughs.replace("Encrypt", "Content"))
+    inner_gbk = wecom_post("<xml><Content>宝宝</Content></xml>".encode("gbk"))
+    return {
+        "bad signature": ({**good_q, "msg_signature": "0" * 40}, good_b, 403),
+        "no signature": ({k: v for k, v in good_q.items() if k != "msg_signature"}, good_b, 403),
+        "wrong AES key": (*wecom_post(message_xml(), aes_key=OTHER_KEY), 400),
+        "wrong corp id": (*wecom_post(message_xml(), corp_id="ww-someone-else"), 400),
+        "truncated ciphertext": ({"msg_signature": _sig(TOKEN, "1", "2", short),
+                                  "timestamp": "1", "nonce": "2"},
+                                 f"<xml><Encrypt><![CDATA[{short}]]></Encrypt></xml>".encode(),
+                                 400),
+        "malformed XML": (good_q, good_b[:-10], 400),
+        "external entity": (good_q, xxe.encode(), 400),
+        "entity expansion": (good_q, laughs.encode(), 400),
+        "non-UTF-8 body": (good_q, "<xml><Encrypt>宝宝</Encrypt></xml>".encode("gbk"), 400),
+        "external entity inside the ciphertext": (*inner_xxe, 400),
+        "entity expansion inside the ciphertext": (*inner_laughs, 400),
+        "non-UTF-8 inside the ciphertext": (*inner_gbk, 400),
+        "over 1 MiB": (good_q, b"<xml><Encrypt>" + b"A" * (1024 * 1024) + b"</Encrypt></xml>",
+                       413),
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile_cases()))
+def test_hostile_input_is_refused_and_nothing_is_queued(client: TestClient, case: str) -> None:
+    query, body, status = _hostile_cases()[case]
+    before = depth(client)
+    r = client.post("/wecom/callback", params=query, content=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] in {"forbidden", "bad_request", "payload_too_large"}
+    assert depth(client) == before
+    assert client.get("/healthz").status_code == 200
+    # And the service still takes good messages.
+    q, b = wecom_post(message_xml())
+    assert client.post("/wecom/callback", params=q, content=b).status_code == 200
+    assert depth(client) == before + 1
+
+
+def test_official_account_hostile_input(client: TestClient) -> None:
+    query, body = wechat_post(message_xml(content="x"))
+    assert client.post("/wechat/callback", params={**query, "msg_signature": "0" * 40},
+                       content=body).status_code == 403
+    xxe = b'<!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc/passwd">]><xml><a>&x;</a></xml>'
+    plain_q, _ = wechat_post("<xml/>", encrypted=False)
+    assert client.post("/wechat/callback", params=plain_q, content=xxe).status_code == 400
+    assert depth(client) == 0
+
+
+def test_callbacks_of_an_unconfigured_platform_are_404(tmp_path: Path) -> None:
+    settings = bot_settings(tmp_path, wecom=None, wechat=None)
+    with TestClient(create_app(settings)) as c:
+        q, b = wecom_post(message_xml())
+        assert c.post("/wecom/callback", params=q, content=b).status_code == 404
+        assert c.get("/wechat/callback").status_code == 404
+
+
+def test_sample_keys_are_the_configured_ones() -> None:
+    assert (TOKEN, AES_KEY, CORP_ID) == ("QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+                                         "wx5823bf96d3bd56c7")

@@ -1,0 +1,153 @@
+"""A local HTTP server that speaks the WeCom and Official Account APIs the bot calls.
+
+Real sockets, real HTTP: the bot's platform client talks to it exactly as to
+qyapi.weixin.qq.com / api.weixin.qq.com. Like the real platforms, fetching a new token
+invalidates the previous one; a wrong token gets 40014. `fail_next(40001)` makes the next
+send answer 40001 (or 42001) once. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+SEND_PATHS = ("/cgi-bin/message/send", "/cgi-bin/appchat/send", "/cgi-bin/message/custom/send")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the server saw."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: dict[str, Any] | None
+
+
+class FakeWeCom:
+    """WeCom + Official Account API stand-in on 127.0.0.1."""
+
+    def __init__(self, *, corp_id: str = "wwcorp", secret: str = "s3cret",
+                 app_id: str = "wxapp", app_secret: str = "appsecret",
+                 webhook_key: str = "robot-key", token_delay_s: float = 0.0,
+                 expires_in: int = 7200) -> None:
+        self.corp_id, self.secret = corp_id, secret
+        self.app_id, self.app_secret = app_id, app_secret
+        self.webhook_key = webhook_key
+        self.token_delay_s = token_delay_s
+        self.expires_in = expires_in
+        self.requests: list[Recorded] = []
+        self.token_calls = 0
+        self._serial = 0
+        self.current_token: str | None = None
+        self._fail: list[int] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
+
+    # -- control -------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeWeCom:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeWeCom:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail_next(self, errcode: int, times: int = 1) -> None:
+        """Make the next `times` send calls answer errcode."""
+        with self._lock:
+            self._fail.extend([errcode] * times)
+
+    def sent(self, path: str | None = None) -> list[Recorded]:
+        """Return the send requests (of one path, or all) that succeeded or not."""
+        return [r for r in self.requests
+                if r.method == "POST" and (path is None or r.path == path)]
+
+    # -- protocol ------------------------------------------------------------
+    def _new_token(self) -> dict[str, Any]:
+        if self.token_delay_s:
+            time.sleep(self.token_delay_s)  # widen the window for concurrent refreshers
+        with self._lock:
+            self.token_calls += 1
+            self._serial += 1
+            # A new token invalidates the previous one, as on the real platforms.
+            self.current_token = f"tok-{self._serial}"
+            return {"errcode": 0, "errmsg": "ok", "access_token": self.current_token,
+                    "expires_in": self.expires_in}
+
+    def answer(self, method: str, path: str, query: dict[str, str],
+               body: dict[str, Any] | None) -> dict[str, Any]:
+        with self._lock:
+            self.requests.append(Recorded(method, path, query, body))
+        if method == "GET" and path == "/cgi-bin/gettoken":
+            if query.get("corpid") != self.corp_id or query.get("corpsecret") != self.secret:
+                return {"errcode": 40001, "errmsg": "invalid credential"}
+            return self._new_token()
+        if method == "GET" and path == "/cgi-bin/token":
+            if query.get("appid") != self.app_id or query.get("secret") != self.app_secret:
+                return {"errcode": 40125, "errmsg": "invalid appsecret"}
+            return self._new_token()
+        if method == "POST" and path == "/cgi-bin/webhook/send":
+            if query.get("key") != self.webhook_key:
+                return {"errcode": 93000, "errmsg": "invalid webhook url"}
+            return {"errcode": 0, "errmsg": "ok"}
+        if method == "POST" and path in SEND_PATHS:
+            with self._lock:
+                if self._fail:
+                    code = self._fail.pop(0)
+                    return {"errcode": code, "errmsg": "injected failure"}
+                if query.get("access_token") != self.current_token:
+                    return {"errcode": 40014, "errmsg": "invalid access_token"}
+            if not body or body.get("msgtype") != "text" or not body.get("text", {}).get(
+                    "content"):
+                return {"errcode": 40008, "errmsg": "invalid message type"}
+            return {"errcode": 0, "errmsg": "ok", "invaliduser": ""}
+        return {"errcode": 404, "errmsg": f"unknown api {method} {path}"}
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                query = dict(parse_qsl(parts.query))
+                body: dict[str, Any] | None = None
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    body = json.loads(self.rfile.read(length))
+                data = json.dumps(fake.answer(method, parts.path, query, body)).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler

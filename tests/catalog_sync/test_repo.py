@@ -1,0 +1,83 @@
+"""The catalog in the store: diff on upsert, re-embedding only changed texts, the change log."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from catalog_sync.loader import import_items
+from catalog_sync.repo import CatalogRepo
+from store.base import Store
+from tests.catalog_sync.support import CountingEmbedder, item, item_json
+
+
+def test_upsert_creates_then_skips_unchanged(store: Store) -> None:
+    emb = CountingEmbedder()
+    repo = CatalogRepo(store, embedder=emb)
+    first = repo.upsert([item("a"), item("b")])
+    assert (first.created, first.embedded) == (2, 2)
+    assert repo.version() == 2 and repo.count() == 2
+    again = repo.upsert([item("a"), item("b")])
+    assert (again.unchanged, again.embedded, again.changed_ids) == (2, 0, [])
+    assert repo.version() == 2  # nothing logged for a no-op
+    got = repo.get("a")
+    assert got is not None and got.to_json() == item_json("a")
+
+
+def test_only_changed_text_is_embedded_again(store: Store) -> None:
+    emb = CountingEmbedder()
+    repo = CatalogRepo(store, embedder=emb)
+    repo.upsert([item("a"), item("b"), item("c")])
+    emb.texts.clear()
+    stats = repo.upsert([
+        item("a", price_cents=1, updated_at="2026-11-02T00:00:00Z"),  # price only
+        item("b", title="新名字", updated_at="2026-11-02T00:00:00Z"),  # text changed
+        item("c"),  # unchanged
+    ])
+    assert (stats.updated, stats.unchanged, stats.embedded) == (2, 1, 1)
+    assert len(emb.texts) == 1 and "新名字" in emb.texts[0]
+    assert sorted(stats.changed_ids) == ["a", "b"]
+    entries = repo.entries(["a", "b", "c"])
+    assert set(entries) == {"a", "b", "c"}
+    assert entries["a"].item.price_cents == 1
+    np.testing.assert_allclose(entries["b"].vector, emb.inner.encode([item("b", title="新名字").embedding_text()])[0])
+
+
+def test_older_update_is_ignored_as_stale(store: Store) -> None:
+    repo = CatalogRepo(store, embedder=CountingEmbedder())
+    repo.upsert([item("a", price_cents=200, updated_at="2026-11-02T00:00:00Z")])
+    stats = repo.upsert([item("a", price_cents=100, updated_at="2026-11-01T00:00:00.5Z")])
+    assert stats.stale == 1
+    got = repo.get("a")
+    assert got is not None and got.price_cents == 200
+
+
+def test_delete_logs_a_change_and_drops_the_vector(store: Store) -> None:
+    repo = CatalogRepo(store, embedder=CountingEmbedder())
+    repo.upsert([item("a"), item("b")])
+    assert repo.delete("a") is True
+    assert repo.delete("a") is False
+    assert repo.get("a") is None and repo.entries(["a"]) == {}
+    assert [i for _, i in repo.changes_after(0)] == ["a", "b", "a"]
+    assert [i for _, i in repo.changes_after(2)] == ["a"]
+
+
+def test_vectors_of_another_embedder_are_not_served(store: Store) -> None:
+    CatalogRepo(store, embedder=CountingEmbedder(64)).upsert([item("a")])
+    other = CatalogRepo(store, embedder=CountingEmbedder(32))
+    assert other.entries(["a"]) == {}  # re-import with the new model re-embeds it
+    stats = other.upsert([item("a")])
+    assert stats.embedded == 1 and other.entries(["a"])["a"].vector.shape == (32,)
+
+
+def test_batch_reports_invalid_items_by_index_and_keeps_the_rest(store: Store) -> None:
+    repo = CatalogRepo(store, embedder=CountingEmbedder())
+    report = import_items(repo, [item_json("a"), {"id": "b", "kind": "product"},
+                                 "not an object", item_json("c", price_cents=-3), item_json("d")])
+    assert [e.index for e in report.errors] == [1, 2, 3]
+    assert report.errors[0].id == "b" and report.errors[2].message.startswith("price_cents")
+    assert {i.id for i in repo.iter_items()} == {"a", "d"}
+
+
+def test_epoch_is_stable(store: Store) -> None:
+    repo = CatalogRepo(store, embedder=CountingEmbedder())
+    assert repo.epoch() == repo.epoch() == CatalogRepo(store, embedder=CountingEmbedder()).epoch()
