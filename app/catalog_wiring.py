@@ -24,20 +24,20 @@ from store import Store
 log = logging.getLogger("mingpian.catalog")
 
 _lock = threading.Lock()
-_embedders: dict[str, CachedEmbedder] = {}
+_embedders: dict[tuple[str, int | None], CachedEmbedder] = {}
 _tag_spaces: dict[int, TagSpace] = {}
 
 
-def shared_embedder(spec: str) -> CachedEmbedder:
+def shared_embedder(spec: str, *, threads: int | None = None) -> CachedEmbedder:
     """Return this process's embedder for a setting, loading it on first use.
 
     One model per process, whatever number of apps a test session builds: loading USE and
     embedding the taxonomy's example sentences takes about two seconds.
     """
     with _lock:
-        emb = _embedders.get(spec)
+        emb = _embedders.get((spec, threads))
         if emb is None:
-            emb = _embedders[spec] = load_embedder(spec)
+            emb = _embedders[(spec, threads)] = load_embedder(spec, threads=threads)
         return emb
 
 
@@ -67,7 +67,7 @@ class CatalogKit:
 def build_catalog(settings: Settings, store: Store, *, embedder: Embedder | None = None,
                   profiles: ProfileSource | None = None, follow: bool = True) -> CatalogKit:
     """Load (or build) the index and start following the catalog's change log."""
-    emb = embedder or shared_embedder(settings.embedder)
+    emb = embedder or shared_embedder(settings.embedder, threads=settings.embedder_threads)
     repo = CatalogRepo(store, embedder=emb)
     persist = settings.data_dir / "index" if store.backend == "sqlite" else None
     index = VectorIndex(repo, dim=emb.dim, exact_max=settings.exact_index_max,

@@ -13,7 +13,7 @@ from models.errors import UnauthorizedError
 from store import Store
 
 
-async def get_services(request: Request) -> Services:
+def get_services(request: Request) -> Services:
     """Return the process's services (built in lifespan)."""
     services: Services = request.state.services
     return services
@@ -34,7 +34,7 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-async def require_api_key(request: Request) -> None:
+def require_api_key(request: Request) -> None:
     """Accept `Authorization: Bearer KEY` or `X-API-Key: KEY` for a configured key."""
     keys = get_services(request).settings.api_key_list()
     if not keys:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     share_secret: SecretStr = SecretStr("change-me-share-secret")
     public_base_url: str = "http://127.0.0.1:8000"
     embedder: str = "use"
+    # BLAS threads of the embedder; None = one per core. On cores shared with other work,
+    # 1 embeds 4x faster than 2 (OpenBLAS threads wait on each other): see BENCHMARKS.md.
+    embedder_threads: int | None = None
     wechat: WeChatSettings | None = None
     wecom: WeComSettings | None = None
     plan: PlanSettings = PlanSettings()

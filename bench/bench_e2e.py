@@ -1,6 +1,7 @@
 """End-to-end throughput: signed WeCom callback → queue → one worker → updated profile.
 
     .venv/bin/python -m bench.bench_e2e [--messages 5000] [--runs 3] [--embedder use]
+                                        [--blas-threads 1]
 
 For each back-end it starts the product (`create_app`, what `mingpian serve` runs, with the
 embedded worker off) and one `mingpian worker` process, warms both up, then fires the
@@ -9,9 +10,15 @@ request once) and waits until the worker has applied every one to the profiles. 
 
 - e2e: messages / (first callback sent → last message applied), callbacks and worker
   running at once on the same 2 cores;
-- drain: the worker alone on a queue already holding every message (callbacks first);
+- drain: the worker alone on a queue already holding every message (callbacks first),
+  timed from the end of its first batch: a freshly started worker builds its tag index and
+  loads jieba's dictionaries on its first message, which is start-up, not throughput;
 - floor: the embedder alone encoding the same texts in the worker's batch size, and the
   pipeline alone (redact → tag → profile commit) in-process on the same store back-end.
+
+``--blas-threads N`` gives the worker N BLAS threads (MINGPIAN_EMBEDDER_THREADS and
+OPENBLAS_NUM_THREADS) and the in-process floors the same; left out, every process runs as
+shipped (one BLAS thread per core in the worker).
 
 The mix is realistic group chat: a third chit-chat (好的、哈哈、[强], emoji), the rest topical
 lines from bench/data/tagging_gold.jsonl and the demo chat, combined so they rarely repeat.
@@ -198,7 +205,7 @@ def _all_applied(store: Any, *, last_user: str, last_count: int, target: int) ->
 
 
 def run_once(backend: str, work: Path, lines: list[str], lua: Path, embedder: str,
-             run: int) -> dict[str, float]:
+             run: int, *, blas_threads: int = 0) -> dict[str, float]:
     """Return e2e and drain throughput (messages/s) for one back-end, one run."""
     from app.services import INBOX
     from store import open_store
@@ -215,12 +222,16 @@ def run_once(backend: str, work: Path, lines: list[str], lua: Path, embedder: st
                "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_LOG_LEVEL": "WARNING",
                "MINGPIAN_EMBEDDER": embedder, "MINGPIAN_DATA_DIR": str(data),
                "MINGPIAN_REDIS_URL": ""}
+        worker_env = dict(env)
+        if blas_threads:
+            worker_env.update(MINGPIAN_EMBEDDER_THREADS=str(blas_threads),
+                              OPENBLAS_NUM_THREADS=str(blas_threads))
         redis_proc = None
         if backend == "redis":
             redis_proc, env["MINGPIAN_REDIS_URL"] = _start_redis(data / "redis")
         server, port = _start_server("product", env)
         store = open_store(redis_url=env["MINGPIAN_REDIS_URL"] or None, data_dir=data)
-        worker = Worker(env)
+        worker = Worker(worker_env)
         try:
             worker.wait_ready()
             fire = _start_fire(port, warm, lua)
@@ -246,15 +257,16 @@ def run_once(backend: str, work: Path, lines: list[str], lua: Path, embedder: st
                 fire = _start_fire(port, reqs, lua)
                 _until(lambda st=store: st.queue_depth(INBOX) >= len(lines))
                 res = _end_fire(fire)
-                worker = Worker(env)
+                worker = Worker(worker_env)
                 worker.wait_ready()
-                t0 = time.perf_counter()
+                t0 = _until(lambda st=store: st.queue_depth(INBOX) < len(lines))
+                timed = store.queue_depth(INBOX)  # what is left after the first batch
                 t1 = _until(done)
             applied = _applied(store) - base
             if applied != len(lines) or res["non2xx"]:
                 raise RuntimeError(f"{applied} of {len(lines)} applied, "
                                    f"{res['non2xx']} non-2xx answers")
-            out[mode] = len(lines) / (t1 - t0)
+            out[mode] = (len(lines) if mode == "e2e" else timed) / (t1 - t0)
             print(f"{backend} run {run + 1} {mode}: {out[mode]:.0f} msg/s", file=sys.stderr)
         finally:
             worker.stop()
@@ -265,14 +277,25 @@ def run_once(backend: str, work: Path, lines: list[str], lua: Path, embedder: st
     return out
 
 
-def floors(backend: str, work: Path, lines: list[str], embedder: str) -> dict[str, float]:
+def floors(backend: str, work: Path, lines: list[str], embedder: str, *,
+           blas_threads: int = 0) -> dict[str, float]:
     """Return the embedder alone and the pipeline alone, in texts (messages) per second."""
+    from threadpoolctl import threadpool_limits
+
+    if not blas_threads:
+        return _floors(backend, work, lines, embedder, threads=None)
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _floors(backend, work, lines, embedder, threads=blas_threads)
+
+
+def _floors(backend: str, work: Path, lines: list[str], embedder: str,
+            threads: int | None) -> dict[str, float]:
     from app.services import build_services
     from app.settings import Settings
     from models.messages import ChatMessage
     from nlp.embed import load_embedder
 
-    emb = load_embedder(embedder)
+    emb = load_embedder(embedder, threads=threads)
     contentful = lines
     emb.inner.encode(contentful[:64])
     t0 = time.perf_counter()
@@ -288,7 +311,7 @@ def floors(backend: str, work: Path, lines: list[str], embedder: str) -> dict[st
     settings = Settings(_env_file=None, data_dir=data, redis_url=url,  # type: ignore[call-arg]
                         embedder=embedder, embedded_worker=False)
     # A fresh embedder cache, as a freshly started worker has.
-    svc = build_services(settings, embedder=load_embedder(embedder))
+    svc = build_services(settings, embedder=load_embedder(embedder, threads=threads))
     try:
         assert svc.pipeline is not None
         msgs = [ChatMessage(msg_id=f"f{i}", platform="wecom", user_id=f"u-{1000 + i % 300}",
@@ -356,6 +379,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--embedder", default="use", help="MINGPIAN_EMBEDDER for every process")
     p.add_argument("--backends", default="sqlite,redis")
+    p.add_argument("--blas-threads", type=int, default=0,
+                   help="BLAS threads of the worker and the floors (0: as shipped)")
     p.add_argument("--overhead", action="store_true",
                    help="only measure the worker's cost beyond the pipeline (in-process)")
     args = p.parse_args()
@@ -369,6 +394,7 @@ def main() -> int:
     lua.write_text(_LUA_ONCE)
     lines = texts(args.messages)
     rows = []
+    threads = f", {args.blas_threads} BLAS thread(s)" if args.blas_threads else ""
     try:
         for backend in args.backends.split(","):
             e2e: list[float] = []
@@ -378,8 +404,10 @@ def main() -> int:
             for run in range(args.runs):
                 # The floor right before the product, run by run: the machine is shared
                 # and its speed drifts, so each run's ratio is the figure to trust.
-                fl = floors(backend, work / f"floor-{run}", lines, args.embedder)
-                res = run_once(backend, work, lines, lua, args.embedder, run)
+                fl = floors(backend, work / f"floor-{run}", lines, args.embedder,
+                            blas_threads=args.blas_threads)
+                res = run_once(backend, work, lines, lua, args.embedder, run,
+                               blas_threads=args.blas_threads)
                 e2e.append(res["e2e"])
                 drain.append(res["drain"])
                 pipe.append(fl["pipeline"])
@@ -390,7 +418,7 @@ def main() -> int:
             r_drain = [a / b for a, b in zip(drain, pipe, strict=True)]
             rows.append(
                 f"| e2e callback → profile, {backend}, 1 worker, {args.messages} msgs, "
-                f"embedder {args.embedder} | e2e {_summary(e2e)} msg/s; worker drain "
+                f"embedder {args.embedder}{threads} | e2e {_summary(e2e)} msg/s; worker drain "
                 f"{_summary(drain)} msg/s | pipeline alone {_summary(pipe)} msg/s; embedder "
                 f"alone {_summary(embed)} texts/s | e2e ÷ pipeline ×{_ratio(r_e2e)}; "
                 f"drain ÷ pipeline ×{_ratio(r_drain)} |")

@@ -70,9 +70,10 @@ def bm25_ranker(items: Sequence[CatalogItem]) -> Ranker:
     return rank
 
 
-def build(embedder_spec: str, folder: Path) -> tuple[Recommender, list[CatalogItem], float]:
+def build(embedder_spec: str, folder: Path, *, threads: int | None = 1
+          ) -> tuple[Recommender, list[CatalogItem], float]:
     """Import the demo catalog into a fresh store and return a recommender over it."""
-    embedder = load_embedder(embedder_spec)
+    embedder = load_embedder(embedder_spec, threads=threads)
     store = SQLiteStore(folder / "bench.db")
     repo = CatalogRepo(store, embedder=embedder)
     started = time.perf_counter()
@@ -160,6 +161,7 @@ def bot_threshold(rec: Recommender, gold: list[dict[str, object]]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--embedder", default="use")
+    p.add_argument("--threads", type=int, default=1, help="embedder threads (1)")
     p.add_argument("--cv", action="store_true",
                    help="also 2-fold cross-validate the three scoring parameters")
     p.add_argument("--bot", action="store_true",
@@ -170,7 +172,7 @@ def main() -> None:
     if args.smoke:
         gold = gold[:10] + [g for g in gold if g["indirect"]][:10]
     with tempfile.TemporaryDirectory() as tmp:
-        rec, items, took = build(args.embedder, Path(tmp))
+        rec, items, took = build(args.embedder, Path(tmp), threads=args.threads)
         print(f"catalog: {len(items)} active items, imported and indexed in {took:.1f} s "
               f"(embedder {args.embedder}); {len(gold)} messages, "
               f"{sum(1 for g in gold if g['indirect'])} indirect; parameters: tag_threshold "

@@ -69,6 +69,17 @@ class UpsertStats:
         self.changed_ids += other.changed_ids
 
 
+@dataclass
+class PreparedUpsert:
+    """One chunk of an upsert, diffed and embedded, ready to commit."""
+
+    batch: Batch
+    stats: UpsertStats
+    items: list[CatalogItem]
+    extra: list[tuple[str, str, JSON]]
+    vectors: dict[str, Vectors]  # by content hash: a retry embeds nothing twice
+
+
 class CatalogRepo:
     """Read and write catalog items; also the index's :class:`nlp.index.CatalogFeed`."""
 
@@ -167,65 +178,80 @@ class CatalogRepo:
         ``extra_puts`` (catalog family, e.g. a sync cursor) commit atomically with the last
         chunk, so a cursor never runs ahead of the items it covers.
         """
+        stats = UpsertStats()
+        for prepared in self.prepare(items, extra_puts=extra_puts):
+            stats.add(self.apply(prepared))
+        return stats
+
+    def prepare(self, items: Sequence[CatalogItem], *,
+                extra_puts: Sequence[tuple[str, str, JSON]] = ()) -> list[PreparedUpsert]:
+        """Diff items against the store and embed the changed texts; write nothing yet.
+
+        :meth:`apply` commits the result, so a caller may embed the next page while the
+        previous one is written (``mingpian sync`` does).
+        """
         latest: dict[str, CatalogItem] = {}
         for it in items:  # the last copy of an id wins
             latest.pop(it.id, None)
             latest[it.id] = it
         ordered = list(latest.values())
-        stats = UpsertStats()
         chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)] or [[]]
-        for n, chunk in enumerate(chunks):
-            extra = extra_puts if n == len(chunks) - 1 else ()
-            stats.add(self._upsert_chunk(chunk, extra))
-        return stats
+        return [self._prepare_chunk(chunk, extra_puts if n == len(chunks) - 1 else (), {})
+                for n, chunk in enumerate(chunks)]
 
-    def _upsert_chunk(self, chunk: Sequence[CatalogItem],
-                      extra: Sequence[tuple[str, str, JSON]]) -> UpsertStats:
-        name = self.embedder.name
-        vectors: dict[str, Vectors] = {}  # by content hash, kept across retries
+    def apply(self, prepared: PreparedUpsert) -> UpsertStats:
+        """Commit a prepared chunk; if its items changed meanwhile, diff and embed again."""
         for _ in range(_RETRIES):
-            stats = UpsertStats()
-            existing = self.store.get_many(NS_ITEM, [it.id for it in chunk])
-            batch = Batch(puts=list(extra))
-            need: dict[str, str] = {}
-            writes: list[tuple[CatalogItem, str, int]] = []
-            for it in chunk:
-                h = it.content_hash(name)
-                doc = it.to_json()
-                rec = existing.get(it.id)
-                if rec is not None:
-                    old = rec.doc["item"]
-                    if old == doc and rec.doc.get("h") == h:
-                        stats.unchanged += 1
-                        continue
-                    old_ts, new_ts = old.get("updated_at"), doc.get("updated_at")
-                    if old_ts and new_ts and _ts(new_ts) < _ts(old_ts):
-                        stats.stale += 1
-                        continue
-                if (rec is None or rec.doc.get("h") != h) and h not in vectors:
-                    need[h] = it.embedding_text()
-                writes.append((it, h, rec.version if rec is not None else 0))
-            if need:
-                encoded = self.embedder.encode(list(need.values()))
-                vectors.update(zip(need.keys(), encoded, strict=True))
-                stats.embedded += len(need)
-            for it, h, version in writes:
-                rec = existing.get(it.id)
-                batch.puts.append((NS_ITEM, it.id, {"item": it.to_json(), "h": h}))
-                if rec is None or rec.doc.get("h") != h:
-                    batch.puts.append((NS_VEC, it.id, {"h": h, "v": encode_vector(vectors[h])}))
-                batch.appends.append((CHANGES, {"id": it.id}))
-                batch.checks.append((NS_ITEM, it.id, version))
-                if rec is None:
-                    stats.created += 1
-                else:
-                    stats.updated += 1
-                stats.changed_ids.append(it.id)
-            if not batch.puts:
-                return stats
-            if self.store.commit(batch) is CommitResult.OK:
-                return stats
+            if not prepared.batch.puts:
+                return prepared.stats
+            if self.store.commit(prepared.batch) is CommitResult.OK:
+                return prepared.stats
+            prepared = self._prepare_chunk(prepared.items, prepared.extra, prepared.vectors)
         raise RuntimeError("catalog items kept changing under this upsert; gave up")
+
+    def _prepare_chunk(self, chunk: Sequence[CatalogItem],
+                       extra: Sequence[tuple[str, str, JSON]],
+                       vectors: dict[str, Vectors]) -> PreparedUpsert:
+        name = self.embedder.name
+        stats = UpsertStats()
+        existing = self.store.get_many(NS_ITEM, [it.id for it in chunk])
+        batch = Batch(puts=list(extra))
+        need: dict[str, str] = {}
+        writes: list[tuple[CatalogItem, str, int]] = []
+        for it in chunk:
+            h = it.content_hash(name)
+            doc = it.to_json()
+            rec = existing.get(it.id)
+            if rec is not None:
+                old = rec.doc["item"]
+                if old == doc and rec.doc.get("h") == h:
+                    stats.unchanged += 1
+                    continue
+                old_ts, new_ts = old.get("updated_at"), doc.get("updated_at")
+                if old_ts and new_ts and _ts(new_ts) < _ts(old_ts):
+                    stats.stale += 1
+                    continue
+            if (rec is None or rec.doc.get("h") != h) and h not in vectors:
+                need[h] = it.embedding_text()
+            writes.append((it, h, rec.version if rec is not None else 0))
+        if need:
+            encoded = self.embedder.encode(list(need.values()))
+            vectors.update(zip(need.keys(), encoded, strict=True))
+            stats.embedded += len(need)
+        for it, h, version in writes:
+            rec = existing.get(it.id)
+            batch.puts.append((NS_ITEM, it.id, {"item": it.to_json(), "h": h}))
+            if rec is None or rec.doc.get("h") != h:
+                batch.puts.append((NS_VEC, it.id, {"h": h, "v": encode_vector(vectors[h])}))
+            batch.appends.append((CHANGES, {"id": it.id}))
+            batch.checks.append((NS_ITEM, it.id, version))
+            if rec is None:
+                stats.created += 1
+            else:
+                stats.updated += 1
+            stats.changed_ids.append(it.id)
+        return PreparedUpsert(batch=batch, stats=stats, items=list(chunk), extra=list(extra),
+                              vectors=vectors)
 
     def delete(self, item_id: str) -> bool:
         """Remove an item; return whether it existed."""

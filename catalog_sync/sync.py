@@ -13,6 +13,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 from tqdm import tqdm
 
 from catalog_sync.loader import ItemError, split_valid
-from catalog_sync.repo import CatalogRepo, UpsertStats
-from catalog_sync.source import MallSource
-from models.catalog import format_rfc3339
+from catalog_sync.repo import CatalogRepo, PreparedUpsert, UpsertStats
+from catalog_sync.source import MallSource, Page
+from models.catalog import CatalogItem, format_rfc3339
 
 log = logging.getLogger("mingpian.sync")
 
@@ -104,14 +106,37 @@ def sync_catalog(
     started = time.perf_counter()
     bar = tqdm(desc="sync", unit=" items", disable=not progress, initial=run["fetched"],
                dynamic_ncols=True)
+
+    since: str | None = run["since"]
+
+    def fetch(page: int, offset: int) -> tuple[Page, list[CatalogItem], list[ItemError]]:
+        got = source.fetch(page=page, page_size=page_size, updated_since=since)
+        good, bad = split_valid((offset + i, raw) for i, raw in enumerate(got.items))
+        return got, good, bad
+
+    def write(prepared: list[PreparedUpsert]) -> UpsertStats:
+        stats = UpsertStats()
+        for chunk in prepared:
+            stats.add(repo.apply(chunk))
+        return stats
+
+    # Three stages overlap: the next page is fetched and validated, this page is diffed and
+    # embedded (the bottleneck), the previous page is committed. Commits stay in page order,
+    # each with its cursor, so an interruption still resumes at the first uncommitted page.
+    fetcher = ThreadPoolExecutor(1, thread_name_prefix="sync-fetch")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sync-write")
+    writing: Future[UpsertStats] | None = None
     page: int | None = run["next_page"]
+    ahead: Future[tuple[Page, list[CatalogItem], list[ItemError]]] | None = (
+        fetcher.submit(fetch, page, run["fetched"]) if page is not None else None)
     try:
-        while page is not None:
-            got = source.fetch(page=page, page_size=page_size, updated_since=run["since"])
+        while ahead is not None:
+            got, good, bad = ahead.result()
+            offset = run["fetched"]
+            ahead = (fetcher.submit(fetch, got.next_page, offset + len(got.items))
+                     if got.next_page is not None else None)
             if got.total is not None:
                 bar.total = got.total
-            offset = run["fetched"]
-            good, bad = split_valid((offset + i, raw) for i, raw in enumerate(got.items))
             for it in good:
                 if it.updated_at is not None:
                     ts = format_rfc3339(it.updated_at)
@@ -126,8 +151,10 @@ def sync_catalog(
             else:
                 new_cursor = {"since": cursor.get("since"), "run": run,
                               "url": _display(source.url)}
-            stats = repo.upsert(good, extra_puts=[repo.cursor_put(key, new_cursor)])
-            report.stats.add(stats)
+            prepared = repo.prepare(good, extra_puts=[repo.cursor_put(key, new_cursor)])
+            if writing is not None:
+                report.stats.add(writing.result())
+            writing = writer.submit(write, prepared)
             report.pages += 1
             report.fetched += len(got.items)
             report.rejected += len(bad)
@@ -136,9 +163,16 @@ def sync_catalog(
             for e in bad[:3]:
                 log.warning("mall item #%d (%s) rejected: %s", e.index, e.id, e.errors[:2])
             bar.update(len(got.items))
-            page = got.next_page
+        if writing is not None:
+            report.stats.add(writing.result())
+            writing = None
         report.complete = True
     finally:
+        if writing is not None:  # interrupted: what was prepared is still committed
+            with suppress(Exception):
+                report.stats.add(writing.result())
+        fetcher.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)
         bar.close()
         report.elapsed_s = time.perf_counter() - started
         report.stats.changed_ids = report.stats.changed_ids[-1000:]

@@ -10,7 +10,7 @@ from models.messages import ChatMessage
 from nlp.privacy import redact
 from nlp.profile import ProfileRepo
 from nlp.tagging import Tagger, TagResult
-from store.base import Store
+from store.base import JSON, Batch, Store
 
 NS_MESSAGES = "messages.user"  # key "<user_id>/<msg_id>": "/" never occurs in an id
 _NOT_TAGGED = TagResult(tags=[], vector=None, contentless=True)
@@ -46,23 +46,21 @@ class MessagePipeline:
         """Redact, tag and apply each message to its user's and group's profiles."""
         safe = [m.model_copy(update={"text": redact(m.text)}) for m in messages]
         wanted = [m for m in safe if _profiled(m)]
-        tagged = iter(self.tagger.tag_batch([m.text for m in wanted]))
+        results = self.tagger.tag_batch([m.text for m in wanted])
+        # The whole batch in one read and one commit of the profiles it touches.
+        applied = self.profiles.apply_many(list(zip(wanted, results, strict=True)))
+        taken = iter(zip(results, applied, strict=True))
         out: list[ProcessedMessage] = []
         for m in safe:
-            if not _profiled(m):
-                out.append(ProcessedMessage(msg=m, result=_NOT_TAGGED, applied=False))
-                continue
-            result = next(tagged)
-            applied = self.profiles.apply(msg=m, result=result)
+            result, fresh = next(taken) if _profiled(m) else (_NOT_TAGGED, False)
+            out.append(ProcessedMessage(msg=m, result=result, applied=fresh))
+        if self.retain_messages:
             # Only when applied now: a replay of a message of an erased user must not bring
             # its text back.
-            if applied and self.retain_messages:
-                self.store.put(NS_MESSAGES, message_key(m.user_id, m.msg_id), {
-                    "msg_id": m.msg_id, "platform": m.platform, "group_id": m.group_id,
-                    "user_id": m.user_id, "text": m.text, "ts": m.ts, "msg_type": m.msg_type,
-                    "tags": [{"tag": h.tag, "confidence": h.confidence} for h in result.tags],
-                })
-            out.append(ProcessedMessage(msg=m, result=result, applied=applied))
+            kept = [(NS_MESSAGES, message_key(p.msg.user_id, p.msg.msg_id), _retained(p))
+                    for p in out if p.applied]
+            if kept:
+                self.store.commit(Batch(puts=kept))
         return out
 
     def list_messages(self, user_id: str) -> list[dict[str, object]]:
@@ -77,6 +75,13 @@ class MessagePipeline:
         existed = self.profiles.get("user", user_id) is not None
         self.profiles.erase_user(user_id)
         return n + int(existed)
+
+
+def _retained(p: ProcessedMessage) -> JSON:
+    m = p.msg
+    return {"msg_id": m.msg_id, "platform": m.platform, "group_id": m.group_id,
+            "user_id": m.user_id, "text": m.text, "ts": m.ts, "msg_type": m.msg_type,
+            "tags": [{"tag": h.tag, "confidence": h.confidence} for h in p.result.tags]}
 
 
 def message_key(user_id: str, msg_id: str) -> str:

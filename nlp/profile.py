@@ -30,12 +30,13 @@ import numpy.typing as npt
 from models.errors import ConflictError
 from models.messages import ChatMessage
 from nlp.tagging import TagResult
-from store.base import JSON, Batch, CommitResult, Store
+from store.base import JSON, Batch, CommitResult, Store, family
 
 NS_USER = "profile.user"
 NS_GROUP = "profile.group"
 Kind = Literal["user", "group"]
 NAMESPACES: dict[str, str] = {"user": NS_USER, "group": NS_GROUP}
+FAMILY = family(NS_USER)  # both namespaces' family: one commit may write them all
 
 # A contentful message without tags still says something about the person, but less.
 UNTAGGED_VECTOR_WEIGHT = 0.3
@@ -43,7 +44,6 @@ MAX_GROUPS = 50
 _MIN_WEIGHT = 1e-4  # below this a decayed tag weight is dropped
 _MAX_ATTEMPTS = 200
 _CHUNK = 256  # messages per commit: bounds one transaction (and one Lua script's keys)
-FAMILY = "profile"  # the store family of every profile namespace: one commit holds them all
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class _Draft:
     is kept as the float16 values its stored text holds; only the base64 and JSON steps
     between messages are skipped."""
 
-    __slots__ = ("base", "ref", "tags", "vec", "vw", "n", "last_seen", "updated_at", "groups")
+    __slots__ = ("base", "groups", "last_seen", "n", "ref", "tags", "updated_at", "vec", "vw")
 
     def __init__(self, doc: JSON | None, *, ts: int) -> None:
         self.base: JSON = doc or {}
@@ -116,16 +116,31 @@ class _Draft:
              group: str | None) -> None:
         """Fold one more message in."""
         ts = msg.ts
-        tags = self.tags
-        if ts > self.ref:  # move the reference time up: decay what is there
+        before = self.tags
+        decayed = ts > self.ref
+        f = 1.0
+        if decayed:  # move the reference time up: decay what is there
             f = decay(ts - self.ref, half_life_s)
-            tags = {k: [w * f, seen] for k, (w, seen) in tags.items() if w * f >= _MIN_WEIGHT}
+            self.tags = {k: [round(w * f, 6), seen] for k, (w, seen) in before.items()
+                         if w * f >= _MIN_WEIGHT}
             self.vw *= f
             self.ref = float(ts)
         c = decay(self.ref - ts, half_life_s)  # < 1 for a message older than the profile
+        # The message's own tags add to the unrounded decayed weight, rounded once after
+        # (every other tag is rounded above, as storing after each message would).
+        hits: dict[str, list[Any]] = {}
         for hit in result.tags:
-            w, seen = tags.get(hit.tag, (0.0, 0))
-            tags[hit.tag] = [w + hit.confidence * c, max(seen, ts)]
+            prev = hits.get(hit.tag)
+            if prev is None:
+                old = before.get(hit.tag)
+                if old is None or (decayed and old[0] * f < _MIN_WEIGHT):
+                    prev = [0.0, 0]
+                else:
+                    prev = [old[0] * f, old[1]] if decayed else old
+            w, seen = prev
+            hits[hit.tag] = [w + hit.confidence * c, max(seen, ts)]
+        for k, (w, seen) in hits.items():
+            self.tags[k] = [round(w, 6), int(seen)]
         if result.vector is not None:
             weight = (1.0 if result.tags else UNTAGGED_VECTOR_WEIGHT) * c
             total = weight * np.asarray(result.vector, dtype=np.float64)
@@ -137,7 +152,6 @@ class _Draft:
                 self.vw = norm
         if group is not None:
             self.groups = [*(g for g in self.groups if g != group), group][-MAX_GROUPS:]
-        self.tags = {k: [round(w, 6), int(s)] for k, (w, s) in tags.items()}
         self.n += 1
         self.last_seen = max(self.last_seen, ts)
         self.updated_at = int(now)
@@ -215,13 +229,16 @@ class ProfileRepo:
                      pending: dict[str, int]) -> list[int]:
         """Commit the items named by pending (marker → index) that no commit has applied;
         return the indexes applied now."""
+        look = len(pending) > 1  # one message: its commit answers DUPLICATE just as well
         for attempt in range(_MAX_ATTEMPTS):
-            # Cheap and outside any transaction; the commit's markers are the real guard
-            # (another worker may apply one of these in between: DUPLICATE, look again).
-            for m in self.store.seen_once(FAMILY, list(pending)):
-                del pending[m]
-            if not pending:
-                return []
+            if look:
+                # Leave out what is applied already (a redelivery): cheap, outside any
+                # transaction. The commit's markers are the real guard: another worker may
+                # apply one of these in between (DUPLICATE: look again).
+                for m in self.store.seen_once(FAMILY, list(pending)):
+                    del pending[m]
+                if not pending:
+                    return []
             order = sorted(pending.values())
             users = list(dict.fromkeys(items[i][0].user_id for i in order))
             groups = list(dict.fromkeys(g for i in order
@@ -250,11 +267,15 @@ class ProfileRepo:
             outcome = self.store.commit(batch)
             if outcome is CommitResult.OK:
                 return order
-            if outcome is CommitResult.CONFLICT:
-                # Another worker wrote one of the records first: re-read and fold again.
-                self.conflicts += 1
-                time.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
-            # DUPLICATE: another worker applied some of these meanwhile; leave those out.
+            if outcome is CommitResult.DUPLICATE:
+                if len(pending) == 1:
+                    return []
+                look = True  # another worker applied some of these meanwhile
+                continue
+            # Another worker wrote one of the records first: re-read and fold again.
+            self.conflicts += 1
+            look = False
+            time.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
         raise ConflictError(f"profile update for {len(pending)} messages kept conflicting")
 
     def erase_user(self, user_id: str) -> None:

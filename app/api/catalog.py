@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict
 
 from app.deps import ApiKey, ServicesDep
@@ -78,8 +78,10 @@ def get_catalog(services: ServicesDep) -> CatalogRepo:
     return services.catalog
 
 
-async def get_recommender(services: ServicesDep) -> Recommender:
-    """Return the process's recommender (async: no thread hop on the hot path)."""
+async def get_recommender(request: Request) -> Recommender:
+    """Return the process's recommender (async, no sub-dependency: no thread hop on the
+    mall's hot path)."""
+    services: Services = request.state.services
     if services.recommender is None:
         raise RuntimeError("the recommender is not wired (app/catalog_wiring.py)")
     return services.recommender

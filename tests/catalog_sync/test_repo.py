@@ -81,3 +81,16 @@ def test_batch_reports_invalid_items_by_index_and_keeps_the_rest(store: Store) -
 def test_epoch_is_stable(store: Store) -> None:
     repo = CatalogRepo(store, embedder=CountingEmbedder())
     assert repo.epoch() == repo.epoch() == CatalogRepo(store, embedder=CountingEmbedder()).epoch()
+
+
+def test_apply_rediffs_when_the_item_changed_after_prepare(store: Store) -> None:
+    emb = CountingEmbedder()
+    repo = CatalogRepo(store, embedder=emb)
+    repo.upsert([item("a")])
+    prepared = repo.prepare([item("a", title="甲", updated_at="2026-11-03T00:00:00Z")])
+    repo.upsert([item("a", title="乙", updated_at="2026-11-02T00:00:00Z")])  # lands first
+    stats = repo.apply(prepared[0])
+    assert stats.updated == 1
+    got = repo.get("a")
+    assert got is not None and got.title == "甲"
+    assert len(repo.entries(["a"])) == 1  # its vector matches its text

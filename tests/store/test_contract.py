@@ -57,6 +57,97 @@ def test_commit_once_marker_applies_exactly_once(store: Store) -> None:
     assert store.counters("effects.n") == {"k": 1}
 
 
+def test_commit_once_all_is_all_or_nothing(store: Store) -> None:
+    ok = Batch(incrs=[("effects.n", "a", 1), ("effects.n", "b", 1)], once_all=["m-a", "m-b"])
+    assert store.commit(ok) is CommitResult.OK
+    # One marker of the batch is set already: nothing applies, not even the new marker.
+    overlap = Batch(incrs=[("effects.n", "b", 1), ("effects.n", "c", 1)],
+                    once_all=["m-b", "m-c"])
+    assert store.commit(overlap) is CommitResult.DUPLICATE
+    assert store.counters("effects.n") == {"a": 1, "b": 1}
+    assert store.seen_once("effects", ["m-a", "m-b", "m-c", "m-d"]) == {"m-a", "m-b"}
+    # Leaving out what seen_once reports, the rest applies.
+    rest = Batch(incrs=[("effects.n", "c", 1)], once_all=["m-c"])
+    assert store.commit(rest) is CommitResult.OK
+    assert store.counters("effects.n") == {"a": 1, "b": 1, "c": 1}
+    assert store.seen_once("effects", ["m-c", "m-d"]) == {"m-c"}
+    assert store.seen_once("effects", []) == set()
+
+
+def test_commit_once_and_once_all_together(store: Store) -> None:
+    both = Batch(incrs=[("effects.n", "k", 1)], once="item-1", once_all=["msg-1", "msg-1"])
+    assert store.commit(both) is CommitResult.OK  # a marker named twice counts once
+    assert store.seen_once("effects", ["item-1", "msg-1"]) == {"item-1", "msg-1"}
+    assert store.commit(Batch(incrs=[("effects.n", "k", 1)], once="msg-1")) \
+        is CommitResult.DUPLICATE
+    assert store.commit(Batch(incrs=[("effects.n", "k", 1)], once="new",
+                              once_all=["item-1"])) is CommitResult.DUPLICATE
+    assert store.seen_once("effects", ["new"]) == set()
+    assert store.counters("effects.n") == {"k": 1}
+
+
+def test_commit_version_checks_come_before_once_markers(store: Store) -> None:
+    store.put("profile.user", "u1", {"n": 1})
+    stale = Batch(puts=[("profile.user", "u1", {"n": 2}), ("profile.group", "g1", {"n": 1})],
+                  checks=[("profile.user", "u1", 1), ("profile.group", "g1", 1)],
+                  once_all=["p-1", "p-2"])
+    assert store.commit(stale) is CommitResult.CONFLICT
+    assert store.seen_once("profile", ["p-1", "p-2"]) == set()  # no marker was set
+    rec = store.get("profile.user", "u1")
+    assert rec is not None and rec.doc == {"n": 1} and store.get("profile.group", "g1") is None
+    # Every namespace of one family in one batch, each with its own check.
+    fresh = Batch(puts=[("profile.user", "u1", {"n": 2}), ("profile.user", "u2", {"n": 1}),
+                        ("profile.group", "g1", {"n": 1})],
+                  checks=[("profile.user", "u1", 1), ("profile.user", "u2", 0),
+                          ("profile.group", "g1", 0)],
+                  once_all=["p-1", "p-2"])
+    assert store.commit(fresh) is CommitResult.OK
+    got = store.get_many("profile.user", ["u1", "u2"])
+    assert {k: (r.doc, r.version) for k, r in got.items()} == {"u1": ({"n": 2}, 2),
+                                                              "u2": ({"n": 1}, 1)}
+    assert store.seen_once("profile", ["p-1", "p-2", "p-3"]) == {"p-1", "p-2"}
+
+
+def test_once_all_markers_expire(store: Store) -> None:
+    b = Batch(incrs=[("effects.n", "k", 1)], once_all=["short-1", "short-2"], once_ttl_s=1)
+    assert store.commit(b) is CommitResult.OK
+    assert store.seen_once("effects", ["short-1", "short-2"]) == {"short-1", "short-2"}
+    time.sleep(1.2)
+    assert store.seen_once("effects", ["short-1", "short-2"]) == set()
+    assert store.commit(b) is CommitResult.OK
+    assert store.counters("effects.n") == {"k": 2}
+
+
+def test_concurrent_overlapping_batches_apply_each_marker_once(store: Store) -> None:
+    """Threads commit overlapping batches of effects, each leaving out what seen_once
+    reports and retrying on DUPLICATE: every effect lands exactly once."""
+    ranges = [range(0, 60), range(20, 80), range(40, 100), range(0, 100, 3)]
+    outcomes: list[CommitResult] = []
+
+    def work(numbers: range) -> None:
+        todo = [f"e{n}" for n in numbers]
+        for start in range(0, len(todo), 16):
+            pending = todo[start:start + 16]
+            while pending:
+                seen = store.seen_once("effects", pending)
+                pending = [m for m in pending if m not in seen]
+                if not pending:
+                    break
+                res = store.commit(Batch(incrs=[("effects.n", m, 1) for m in pending],
+                                         once_all=pending))
+                outcomes.append(res)
+                if res is CommitResult.OK:
+                    break
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in ranges]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert store.counters("effects.n") == {f"e{n}": 1 for n in range(100)}
+    assert outcomes.count(CommitResult.OK) >= 7  # 100 markers, at most 16 a commit
+
+
 def test_commit_refuses_two_families(store: Store) -> None:
     import pytest
 
