@@ -222,13 +222,13 @@ def run_once(backend: str, work: Path, lines: list[str], lua: Path, embedder: st
                "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_LOG_LEVEL": "WARNING",
                "MINGPIAN_EMBEDDER": embedder, "MINGPIAN_DATA_DIR": str(data),
                "MINGPIAN_REDIS_URL": ""}
+        redis_proc = None
+        if backend == "redis":
+            redis_proc, env["MINGPIAN_REDIS_URL"] = _start_redis(data / "redis")
         worker_env = dict(env)
         if blas_threads:
             worker_env.update(MINGPIAN_EMBEDDER_THREADS=str(blas_threads),
                               OPENBLAS_NUM_THREADS=str(blas_threads))
-        redis_proc = None
-        if backend == "redis":
-            redis_proc, env["MINGPIAN_REDIS_URL"] = _start_redis(data / "redis")
         server, port = _start_server("product", env)
         store = open_store(redis_url=env["MINGPIAN_REDIS_URL"] or None, data_dir=data)
         worker = Worker(worker_env)
