@@ -42,7 +42,8 @@ class BotKit:
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
 
     def close(self) -> None:
-        """Release the HTTP connection pool."""
+        """Finish the inbox's write in flight; release the HTTP connection pool."""
+        self.inbox.close()
         self.http.close()
 
 

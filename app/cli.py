@@ -8,15 +8,35 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from app.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def serving_app() -> FastAPI:
+    """The app as `mingpian serve` runs it, from the environment's settings (the factory
+    each process imports when serve runs several)."""
+    from app.catalog_wiring import tune_for_serving
+    from app.main import create_app
+
+    return tune_for_serving(create_app(get_settings()))
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if args.workers > 1:
+        # Several processes on one listening socket: each builds its own app from the same
+        # environment; the store (SQLite file or Redis) is what they share.
+        uvicorn.run("app.cli:serving_app", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                    access_log=False)
+        return 0
     from app.catalog_wiring import tune_for_serving
     from app.main import create_app
 
@@ -29,7 +49,18 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from app.services import build_services
     from app.worker import run_worker
 
-    services = build_services(settings)
+    embedder = None
+    if settings.worker_embedder_processes > 0 and not settings.embedder.startswith("hash"):
+        from threadpoolctl import threadpool_limits
+
+        from nlp.embed import load_embedder
+
+        embedder = load_embedder(settings.embedder, threads=settings.embedder_threads or 1,
+                                 child_processes=settings.worker_embedder_processes)
+        # What numpy is left here is small: one BLAS thread, or idle OpenBLAS threads spin
+        # on the cores the model needs (a worker then ran at 1.2 cores, measured).
+        threadpool_limits(limits=1, user_api="blas")
+    services = build_services(settings, embedder=embedder)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -37,6 +68,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         stats = run_worker(services, stop=stop)
     finally:
         services.close()
+        if embedder is not None:
+            embedder.close()
     print(f"worker stopped: {stats.processed} processed, {stats.dead} dead-lettered")
     return 0
 
@@ -58,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "complete service. It never loads demo data by itself.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (8000)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the port (1); each runs the whole service")
     s.set_defaults(fn=_serve)
 
     w = sub.add_parser("worker", help="consume the durable queue (any number may run "

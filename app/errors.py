@@ -53,12 +53,23 @@ def error_body(code: str, message: str, details: object | None = None) -> dict[s
     return {"error": err}
 
 
+def app_error_response(exc: AppError) -> JSONResponse:
+    """Return the response for a domain error (also used by the callbacks' fast path)."""
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+
+
+def unexpected_response(exc: Exception) -> JSONResponse:
+    """Log a bug with its traceback; return a 500 that tells the caller nothing more."""
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return JSONResponse(error_body("internal", "internal error"), 500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to a JSON body and a status."""
 
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+        return app_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,5 +84,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return JSONResponse(error_body("internal", "internal error"), 500)
+        return unexpected_response(exc)

@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import app_error_response
+from models.errors import PayloadTooLargeError
+
+TOO_LARGE = "request body is over the limit"
+
+
+def declared_too_big(scope: Scope, max_bytes: int) -> bool:
+    """Return True when the request's Content-Length is over max_bytes (or unreadable)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value) > max_bytes
+            except ValueError:
+                return True
+    return False
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """Return the whole request body, None if the client went away first; raise
+    PayloadTooLargeError as soon as more than max_bytes have arrived."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise PayloadTooLargeError(TOO_LARGE)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 class BodyLimitMiddleware:
@@ -20,15 +50,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    too_big = int(value) > self.max_bytes
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    await _reject(send)
-                    return
+        if declared_too_big(scope, self.max_bytes):
+            await _reject(scope, receive, send)
+            return
         seen = 0
         started = [False]
 
@@ -50,16 +74,12 @@ class BodyLimitMiddleware:
             await self.app(scope, _receive, _send)
         except _TooLarge:
             if not started[0]:
-                await _reject(send)
+                await _reject(scope, receive, send)
 
 
 class _TooLarge(Exception):
     pass
 
 
-async def _reject(send: Send) -> None:
-    body = json.dumps(error_body("payload_too_large", "request body is over the limit")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _reject(scope: Scope, receive: Receive, send: Send) -> None:
+    await app_error_response(PayloadTooLargeError(TOO_LARGE))(scope, receive, send)

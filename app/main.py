@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.api import cards, catalog, health, messages, orders, profiles, recommend, wechat
 from app.errors import install_error_handlers
@@ -20,7 +21,20 @@ from app.worker import start_background_worker
 log = logging.getLogger("mingpian")
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+class MingpianApp(FastAPI):
+    """FastAPI, except that WeChat's and WeCom's callback POSTs — the hot path — are
+    answered by ``fast_path`` before the middleware stack (None: by the routes)."""
+
+    fast_path: wechat.CallbackFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and await self.fast_path.handle(scope, receive, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *,
+               services: Services | None = None) -> MingpianApp:
     """Build the service; heavy objects are made in lifespan (or passed in by tests)."""
     settings = settings or get_settings()
 
@@ -40,7 +54,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if services is None:
                 svc.close()
 
-    app = FastAPI(
+    app = MingpianApp(
         title="mingpian 名片",
         version="0.1.0",
         description="WeChat/WeCom group chat → interest profiles → recommendations, "
@@ -54,4 +68,5 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.fast_path = wechat.CallbackFastPath(metrics=metrics, max_bytes=settings.max_body_bytes)
     return app

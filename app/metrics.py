@@ -25,6 +25,11 @@ class Metrics:
         self.events = Counter("mingpian_events_total", "domain events", ["kind"],
                               registry=self.registry)
 
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count and time one answered request."""
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
 
 class MetricsMiddleware:
     """Count and time every request by its route template."""
@@ -49,6 +54,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, _send)
         finally:
             route: Any = scope.get("route")
-            name = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(name, str(status[0])).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+            self.metrics.observe_request(getattr(route, "path", "unmatched"), status[0],
+                                         time.perf_counter() - start)

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # BLAS threads of the embedder; None = one per core. On cores shared with other work,
     # 1 embeds 4x faster than 2 (OpenBLAS threads wait on each other): see BENCHMARKS.md.
     embedder_threads: int | None = None
+    # `mingpian worker` runs the model in this many child processes of one BLAS thread each
+    # (embedder_threads, if set), which embed side by side; 0 = in the worker itself. Two
+    # single-threaded processes embed faster on 2 cores than one with two threads
+    # (BENCHMARKS.md, issue 3).
+    worker_embedder_processes: int = 2
     wechat: WeChatSettings | None = None
     wecom: WeComSettings | None = None
     plan: PlanSettings = PlanSettings()

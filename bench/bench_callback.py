@@ -136,24 +136,22 @@ def _floor_app() -> Any:
     return app
 
 
-def serve(kind: str, port: int) -> None:
-    """Run the product or the floor under uvicorn exactly as `mingpian serve` does."""
+def serve(kind: str, port: int, processes: int = 1) -> None:
+    """Run the product or the floor under uvicorn exactly as `mingpian serve` does
+    (`--workers N` for several processes)."""
     import uvicorn
 
-    if kind == "floor":
-        app = _floor_app()
-    else:
-        from app.main import create_app
-        from app.settings import Settings
-
-        app = create_app(Settings())
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    factory = "bench.bench_callback:_floor_app" if kind == "floor" else "app.cli:serving_app"
+    uvicorn.run(factory, factory=True, workers=processes, host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
 
 
-def _start_server(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+def _start_server(kind: str, env: dict[str, str], processes: int = 1
+                  ) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.bench_callback", "--serve", kind,
-                             "--port", str(port)], cwd=ROOT, env={**os.environ, **env})
+                             "--port", str(port), "--processes", str(processes)],
+                            cwd=ROOT, env={**os.environ, **env})
     _wait_port(port)
     return proc, port
 
@@ -208,7 +206,7 @@ def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua
             if backend == "redis":
                 redis_proc, env["MINGPIAN_REDIS_URL"] = _start_redis(
                     work / f"redis-{conns}-{run}-{kind}")
-            proc, port = _start_server(kind, env)
+            proc, port = _start_server(kind, env, args.processes)
             try:
                 _wrk(port, reqs, lua, duration=2, connections=conns, threads=args.threads)
                 res = _wrk(port, reqs, lua, duration=args.duration, connections=conns,
@@ -234,7 +232,8 @@ def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua
     if bad:
         print(f"WARNING: {bad} failed requests against the product ({backend})",
               file=sys.stderr)
-    return (f"| callback ack, {backend}, {conns} conns | p50 {_summary(p50)} ms, "
+    procs = f", {args.processes} processes" if args.processes > 1 else ""
+    return (f"| callback ack, {backend}, {conns} conns{procs} | p50 {_summary(p50)} ms, "
             f"p99 {_summary(p99)} ms, {statistics.median(rps):.0f} req/s | "
             f"p50 {_summary(f50)} ms, p99 {_summary(f99)} ms, "
             f"{statistics.median(frps):.0f} req/s | p99 ×{_summary(ratio99)}, "
@@ -250,11 +249,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     p.add_argument("--requests", type=int, default=60_000, help="distinct requests (60000)")
     p.add_argument("--backends", default="sqlite,redis")
+    p.add_argument("--processes", type=int, default=1,
+                   help="server processes for product and floor alike (`serve --workers`)")
     p.add_argument("--serve", choices=["product", "floor"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.processes)
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk)")

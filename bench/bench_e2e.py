@@ -14,11 +14,12 @@ request once) and waits until the worker has applied every one to the profiles. 
   timed from the end of its first batch: a freshly started worker builds its tag index and
   loads jieba's dictionaries on its first message, which is start-up, not throughput;
 - floor: the embedder alone encoding the same texts in the worker's batch size, and the
-  pipeline alone (redact → tag → profile commit) in-process on the same store back-end.
+  pipeline alone (redact → tag → profile commit) in this process on the same store
+  back-end; both with the model as the worker runs it (two child processes of one BLAS
+  thread each, settings.worker_embedder_processes).
 
-``--blas-threads N`` gives the worker N BLAS threads (MINGPIAN_EMBEDDER_THREADS and
-OPENBLAS_NUM_THREADS) and the in-process floors the same; left out, every process runs as
-shipped (one BLAS thread per core in the worker).
+``--blas-threads N`` gives each of the worker's embedding processes N BLAS threads
+(MINGPIAN_EMBEDDER_THREADS), and the floors the same; left out, everything runs as shipped.
 
 The mix is realistic group chat: a third chit-chat (好的、哈哈、[强], emoji), the rest topical
 lines from bench/data/tagging_gold.jsonl and the demo chat, combined so they rarely repeat.
@@ -52,6 +53,8 @@ from bench.bench_callback import (
     _start_server,
     _stop,
 )
+
+WORKER_CHILDREN = 2  # Settings.worker_embedder_processes, the worker's default
 
 CHITCHAT = ["好的", "哈哈", "哈哈哈哈", "[强]", "👍", "收到", "谢谢", "早上好呀", "晚安", "😂😂",
             "[玫瑰]", "嗯嗯", "好哒", "在的", "[捂脸]", "中午吃啥", "今天好冷", "路上堵死了"]
@@ -282,10 +285,9 @@ def floors(backend: str, work: Path, lines: list[str], embedder: str, *,
     """Return the embedder alone and the pipeline alone, in texts (messages) per second."""
     from threadpoolctl import threadpool_limits
 
-    if not blas_threads:
-        return _floors(backend, work, lines, embedder, threads=None)
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        return _floors(backend, work, lines, embedder, threads=blas_threads)
+    # As in `mingpian worker`: the model runs in child processes, one BLAS thread here.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _floors(backend, work, lines, embedder, threads=blas_threads or None)
 
 
 def _floors(backend: str, work: Path, lines: list[str], embedder: str,
@@ -295,7 +297,9 @@ def _floors(backend: str, work: Path, lines: list[str], embedder: str,
     from models.messages import ChatMessage
     from nlp.embed import load_embedder
 
-    emb = load_embedder(embedder, threads=threads)
+    # The model as `mingpian worker` runs it (settings.worker_embedder_processes children of
+    # one BLAS thread each, or the given number of threads).
+    emb = load_embedder(embedder, threads=threads or 1, child_processes=WORKER_CHILDREN)
     contentful = lines
     emb.inner.encode(contentful[:64])
     t0 = time.perf_counter()
@@ -311,7 +315,9 @@ def _floors(backend: str, work: Path, lines: list[str], embedder: str,
     settings = Settings(_env_file=None, data_dir=data, redis_url=url,  # type: ignore[call-arg]
                         embedder=embedder, embedded_worker=False)
     # A fresh embedder cache, as a freshly started worker has.
-    svc = build_services(settings, embedder=load_embedder(embedder, threads=threads))
+    emb.close()
+    emb = load_embedder(embedder, threads=threads or 1, child_processes=WORKER_CHILDREN)
+    svc = build_services(settings, embedder=emb)
     try:
         assert svc.pipeline is not None
         msgs = [ChatMessage(msg_id=f"f{i}", platform="wecom", user_id=f"u-{1000 + i % 300}",
@@ -323,6 +329,7 @@ def _floors(backend: str, work: Path, lines: list[str], embedder: str,
         pipe_rate = (len(msgs) - 64) / (time.perf_counter() - t0)
     finally:
         svc.close()
+        emb.close()
         if redis_proc is not None:
             _stop(redis_proc)
     return {"embed": embed_rate, "pipeline": pipe_rate}

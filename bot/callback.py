@@ -2,9 +2,12 @@
 
 The crypto is wechatpy's (Tencent's scheme: SHA-1 signature over the sorted token,
 timestamp, nonce and ciphertext; AES-256-CBC with the EncodingAESKey; the receiver id —
-AppID or CorpID — checked after the message). Every XML body is parsed here with
-defusedxml, before and instead of wechatpy's own parser (xmltodict): no DTD, no entity
-declarations, no external entities, UTF-8 only.
+AppID or CorpID — checked after the message). Every XML body is parsed here, before and
+instead of wechatpy's own parser (xmltodict), with pyexpat driven directly: UTF-8 only, and
+any DOCTYPE, entity declaration or external entity reference refused — what defusedxml's
+forbid_dtd/forbid_entities/forbid_external did. defusedxml.ElementTree ran every parse
+event through ElementTree's pure-Python XMLParser and TreeBuilder, twice per callback;
+building the dict straight from expat's events gives the same result in about half the time.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Any, Union
+from collections.abc import Callable
+from typing import NoReturn, Union
+from xml.parsers import expat
 
-import defusedxml.ElementTree as SafeET
 from wechatpy.crypto import WeChatCrypto as OfficialAccountCrypto
 from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 
@@ -23,8 +27,8 @@ from models.errors import BadRequestError, ForbiddenError
 XmlValue = Union[str, "XmlDoc", list["XmlValue"]]
 XmlDoc = dict[str, XmlValue]
 
-# The XML declaration, if any, may only name UTF-8: expat would otherwise decode the
-# (already UTF-8-checked) bytes as another charset.
+# The XML declaration, if any, may only name UTF-8. The parser is pinned to UTF-8 anyway;
+# this refuses a body that claims otherwise before a parser is even made.
 _DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
 _MAX_DEPTH = 8
 
@@ -42,47 +46,112 @@ def _check(expected: str, given: str) -> None:
 
 
 def parse_xml(data: bytes) -> XmlDoc:
-    """Return the children of the <xml> root as a dict; hostile or malformed XML is a 400."""
+    """Return the children of the <xml> root as a dict; hostile or malformed XML is a 400.
+
+    A leaf is its text ("" when empty, CDATA included); an element with children is a dict
+    of them, its own text ignored; a tag repeated below the top level becomes a list.
+    Attributes, comments and processing instructions are ignored.
+    """
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRequestError("body is not UTF-8") from e
+    if b"\x00" in data:
+        # Never legal in XML, and "<\x00" or "\x00<" (valid UTF-8) makes expat sniff UTF-16
+        # whatever encoding it was created with.
+        raise BadRequestError("body is not UTF-8 XML (NUL byte)")
     declared = _DECLARED_ENCODING.match(data[:200])
     if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
         raise BadRequestError("only UTF-8 XML is accepted")
-    try:
-        root = SafeET.fromstring(data, forbid_dtd=True, forbid_entities=True,
-                                 forbid_external=True)
-    except ValueError as e:  # defusedxml's DTDForbidden, EntitiesForbidden, ExternalReference…
-        raise BadRequestError(f"forbidden XML construct: {type(e).__name__}") from e
-    except SyntaxError as e:  # ElementTree.ParseError
-        raise BadRequestError("malformed XML") from e
-    if root.tag != "xml":
-        raise BadRequestError("the XML root must be <xml>")
-    doc = _children(root, 0)
-    if not isinstance(doc, dict):
-        raise BadRequestError("the XML root must hold elements")
-    return doc
 
+    parser = _expat_parser()
 
-def _children(elem: Any, depth: int) -> XmlValue:
-    if depth > _MAX_DEPTH:
-        raise BadRequestError("XML nested too deeply")
-    if len(elem) == 0:
-        return str(elem.text or "")
-    out: XmlDoc = {}
-    for child in elem:
-        value = _children(child, depth + 1)
-        tag = str(child.tag)
-        if tag in out:
-            if depth == 0:
+    # Per open element: its tag, its children so far and its text runs (kept only if it
+    # ends up with no children, like ElementTree's elem.text; tails are never used).
+    tags: list[str] = []
+    kids: list[XmlDoc] = []
+    texts: list[list[str]] = []
+    done: list[XmlDoc] = []
+
+    def start(tag: str, _attrs: object) -> None:
+        if kids:
+            if len(kids) > _MAX_DEPTH:  # refused on the way in: 10,000 levels stop at the 9th
+                raise BadRequestError("XML nested too deeply")
+        elif tag != "xml":
+            raise BadRequestError("the XML root must be <xml>")
+        tags.append("{" + tag if "}" in tag else tag)
+        kids.append({})
+        texts.append([])
+
+    def end(_tag: str) -> None:
+        tag = tags.pop()
+        children = kids.pop()
+        run = texts.pop()
+        value: XmlValue = children or "".join(run)
+        if not kids:
+            if not children:
+                raise BadRequestError("the XML root must hold elements")
+            done.append(children)
+            return
+        parent = kids[-1]
+        if tag in parent:
+            if len(kids) == 1:
                 # Two <Encrypt> or two <MsgId> at the top: ambiguous, so refused.
                 raise BadRequestError(f"duplicate field {tag!r}")
-            prev = out[tag]
-            out[tag] = [*prev, value] if isinstance(prev, list) else [prev, value]
+            prev = parent[tag]
+            parent[tag] = [*prev, value] if isinstance(prev, list) else [prev, value]
         else:
-            out[tag] = value
-    return out
+            parent[tag] = value
+
+    def chars(text: str) -> None:
+        if texts:
+            texts[-1].append(text)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as e:
+        raise BadRequestError("malformed XML") from e
+    return done[0]
+
+
+def _expat_parser() -> expat.XMLParserType:
+    """Return an expat parser pinned to UTF-8 that refuses DTDs, entities and other charsets."""
+    # Namespaces as ElementTree does them: expat reports "uri}local", stored as "{uri}local".
+    parser = expat.ParserCreate("utf-8", "}")
+    parser.XmlDeclHandler = _check_xml_decl
+    # Raising from a handler stops expat at once: a DOCTYPE is refused as soon as its name
+    # is read, before any internal subset, so no entity is ever declared, let alone
+    # expanded. The other handlers are a second line should a DTD ever get through.
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_entity
+    parser.UnparsedEntityDeclHandler = _refuse_entity
+    parser.NotationDeclHandler = _refuse_notation
+    parser.ExternalEntityRefHandler = _refuse_external
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.buffer_text = True  # one data event per text run, not one per line or chunk
+    return parser
+
+
+def _refuser(construct: str) -> Callable[..., NoReturn]:
+    def refuse(*_: object) -> NoReturn:
+        raise BadRequestError(f"forbidden XML construct: {construct}")
+    return refuse
+
+
+_refuse_doctype = _refuser("DOCTYPE (DTD)")
+_refuse_entity = _refuser("entity declaration")
+_refuse_notation = _refuser("notation declaration")
+_refuse_external = _refuser("external entity reference")
+
+
+def _check_xml_decl(_version: str, encoding: str | None, _standalone: int) -> None:
+    # The parser decodes UTF-8 whatever the declaration says; this refuses, as the regex
+    # does, a declaration naming another charset (also one after a BOM or past 200 bytes).
+    if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise BadRequestError("only UTF-8 XML is accepted")
 
 
 def text_field(doc: XmlDoc, name: str) -> str:

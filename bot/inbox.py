@@ -1,16 +1,15 @@
 """The front door of the bot: durably queue what arrives, deduplicated, and nothing else.
 
 Everything here runs on the callback's hot path, before WeChat's 5-second timer runs out:
-one store transaction per message (dedup key and queue item written atomically). Parsing
-into chat messages, tagging and replies happen in the worker.
+the dedup key and the queue item are written atomically, and concurrent callbacks share one
+store write (store/groupcommit.py). Parsing into chat messages, tagging and replies happen
+in the worker.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from bot.callback import XmlDoc
@@ -18,6 +17,8 @@ from bot.dedup import message_key, platform_key
 from models.messages import ChatMessage
 from nlp.privacy import redact
 from store import Store
+from store.base import JSON
+from store.groupcommit import GroupCommit
 
 Source = Literal["wecom", "wechat"]
 
@@ -39,28 +40,36 @@ class Inbox:
         self.queue = queue
         self.dedup_ttl_s = dedup_ttl_s
         self.clock = clock
-        # SQLite: writers of one process take turns here instead of in SQLite's busy
-        # handler, which sleeps whole milliseconds between retries.
-        self._serial: AbstractContextManager[object] = (
-            threading.Lock() if store.backend == "sqlite" else nullcontext())
+        self._group: GroupCommit[tuple[JSON, str | None], bool] = GroupCommit(self._write)
 
-    def accept_platform(self, source: Source, fields: XmlDoc) -> bool:
-        """Queue a decrypted callback; return False for a repeat of one already queued."""
+    def _platform_item(self, source: Source, fields: XmlDoc) -> tuple[JSON, str]:
         key = platform_key(source, fields)
         # Phone, ID-card and bank-card numbers never reach the store, not even the queue.
         safe = {k: redact(v) if k in TEXT_FIELDS and isinstance(v, str) else v
                 for k, v in fields.items()}
-        payload = {"kind": KIND_PLATFORM, "source": source, "fields": safe,
-                   "at": int(self.clock())}
-        with self._serial:
-            return self.store.enqueue(self.queue, payload, dedup_key=key,
-                                      dedup_ttl_s=self.dedup_ttl_s)
+        return {"kind": KIND_PLATFORM, "source": source, "fields": safe,
+                "at": int(self.clock())}, key
+
+    def accept_platform(self, source: Source, fields: XmlDoc) -> bool:
+        """Queue a decrypted callback; return False for a repeat of one already queued."""
+        return self._write([self._platform_item(source, fields)])[0]
+
+    async def accept_platform_async(self, source: Source, fields: XmlDoc) -> bool:
+        """accept_platform for the event loop: returns once the callback is durably queued,
+        its write shared with every callback that arrived meanwhile."""
+        return await self._group.submit(self._platform_item(source, fields))
+
+    def _write(self, items: Sequence[tuple[JSON, str | None]]) -> list[bool]:
+        return self.store.enqueue_many(self.queue, items, dedup_ttl_s=self.dedup_ttl_s)
+
+    def close(self) -> None:
+        """Finish the shared write in flight."""
+        self._group.close()
 
     def accept_message(self, msg: ChatMessage) -> bool:
         """Queue a chat message; return False when its msg_id was already queued."""
         doc = msg.model_dump(mode="json")
         doc["text"] = redact(msg.text)
         payload = {"kind": KIND_MESSAGE, "message": doc}
-        with self._serial:
-            return self.store.enqueue(self.queue, payload, dedup_key=message_key(msg.msg_id),
-                                      dedup_ttl_s=self.dedup_ttl_s)
+        return self.store.enqueue(self.queue, payload, dedup_key=message_key(msg.msg_id),
+                                  dedup_ttl_s=self.dedup_ttl_s)

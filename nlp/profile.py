@@ -102,8 +102,8 @@ class _Draft:
     def __init__(self, doc: JSON | None, *, ts: int) -> None:
         self.base: JSON = doc or {}
         self.ref = float(doc["ref"]) if doc else float(ts)
-        self.tags: dict[str, list[Any]] = {k: list(v) for k, v in doc["tags"].items()} \
-            if doc else {}
+        # Entries are replaced, never changed in place: the read document's lists can stay.
+        self.tags: dict[str, list[Any]] = dict(doc["tags"]) if doc else {}
         self.vec: npt.NDArray[np.float16] | None = _decode_f16(doc["vec"]) \
             if doc and doc["vec"] else None
         self.vw = float(doc["vw"]) if doc else 0.0

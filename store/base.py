@@ -138,6 +138,18 @@ class Store(Protocol):
     ) -> bool:
         """Durably queue payload; with dedup_key, atomically skip (return False) a repeat."""
 
+    def enqueue_many(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, dedup_ttl_s: int = 0
+    ) -> list[bool]:
+        """Durably queue several payloads at once, in order, each with its optional dedup key;
+        return for each whether it was queued (False: a repeat of a key already seen, including
+        one earlier in the same call). All or nothing: one SQLite transaction, one Redis script.
+
+        The same as :meth:`enqueue` item by item (same dedup keys, same stored items), but one
+        durable write for the lot: the group commit of the callback path. A dedup key needs
+        dedup_ttl_s > 0 (ValueError otherwise, before anything is written).
+        """
+
     def claim(
         self, queue: str, *, consumer: str, max_items: int, visibility_s: float
     ) -> list[QueueItem]:

@@ -83,6 +83,23 @@ redis.call('XADD', KEYS[1], '*', 'p', ARGV[1])
 return 1
 """
 
+# KEYS[1]: the stream; KEYS[2..]: the batch's dedup keys, each once. ARGV[1]: their TTL, then
+# a pair per item: the KEYS index of its dedup key (0: none), its payload. A key repeated in
+# the batch finds its own SET NX from earlier in the loop: the later item is skipped.
+_ENQUEUE_MANY = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local k = tonumber(ARGV[i])
+  if k > 0 and not redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
+    out[#out + 1] = 0
+  else
+    redis.call('XADD', KEYS[1], '*', 'p', ARGV[i + 1])
+    out[#out + 1] = 1
+  end
+end
+return out
+"""
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -105,6 +122,7 @@ class RedisStore:
         self._delete_script = self.r.register_script(_DELETE)
         self._commit_script = self.r.register_script(_COMMIT)
         self._enqueue_script = self.r.register_script(_ENQUEUE)
+        self._enqueue_many_script = self.r.register_script(_ENQUEUE_MANY)
         self._unlock_script = self.r.register_script(_UNLOCK)
         self._groups: set[str] = set()
 
@@ -234,6 +252,29 @@ class RedisStore:
         keys = [q + ":s", q + ":d:" + (dedup_key or "")]
         args = [dumps(payload), str(dedup_ttl_s) if dedup_key is not None else ""]
         return int(self._call(lambda: self._enqueue_script(keys, args))) == 1
+
+    def enqueue_many(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, dedup_ttl_s: int = 0
+    ) -> list[bool]:
+        if not items:
+            return []
+        q = self._qk(queue)
+        keys = [q + ":s"]
+        index: dict[str, int] = {}
+        args: list[str | int] = [dedup_ttl_s]
+        for payload, dedup_key in items:
+            k = 0
+            if dedup_key is not None:
+                k = index.get(dedup_key, 0)
+                if not k:
+                    keys.append(q + ":d:" + dedup_key)
+                    k = index[dedup_key] = len(keys)
+            args += [k, dumps(payload)]
+        # Checked here: a failing SET inside the script would leave the items before it queued.
+        if index and dedup_ttl_s <= 0:
+            raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        res = self._call(lambda: self._enqueue_many_script(keys, args))
+        return [int(r) == 1 for r in res]
 
     def claim(
         self, queue: str, *, consumer: str, max_items: int, visibility_s: float

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps
+
+log = logging.getLogger("mingpian.store")
+
+# Background checkpoints (SQLiteStore(background_checkpoint=True)): how often, and the WAL size
+# past which a RESTART checkpoint (briefly holding writers back) makes the WAL start over.
+CHECKPOINT_INTERVAL_S = 0.2
+WAL_LIMIT_BYTES = 64 << 20
+RESTART_WAIT_MS = 250
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -35,18 +46,130 @@ CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL,
 """
 
 
+class _Checkpointer:
+    """A daemon thread that checkpoints the WAL, so that no commit has to.
+
+    SQLite's auto-checkpoint runs inside whichever commit crosses 1000 WAL pages, and its
+    fsync stalls that request for milliseconds. Here a thread with its own connection runs a
+    PASSIVE checkpoint (it waits for nobody) each interval once something was committed, and a
+    RESTART one when the WAL outgrows its limit: writers then wait a moment, but the WAL starts
+    over instead of growing for as long as writes never pause.
+    """
+
+    def __init__(self, path: Path, *, interval_s: float, limit_bytes: int) -> None:
+        self.pid = os.getpid()
+        self.interval_s = interval_s
+        self.limit_bytes = limit_bytes
+        self.stopping = threading.Event()
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.frame_bytes = int(self.db.execute("PRAGMA page_size").fetchone()[0]) + 24
+        self.thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last = -1
+        behind = True
+        while not self.stopping.wait(self.interval_s):
+            try:
+                # data_version changes when another connection commits: a cheap "anything new?".
+                version = int(self.db.execute("PRAGMA data_version").fetchone()[0])
+                if version != last or behind:
+                    last = version
+                    behind = self.checkpoint()
+            except sqlite3.Error as e:
+                log.warning("background checkpoint failed: %s", e)
+                behind = True
+
+    def checkpoint(self, *, final: bool = False) -> bool:
+        """Checkpoint once; return whether WAL frames are left to copy."""
+        busy, frames, done = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if final or frames * self.frame_bytes > self.limit_bytes:
+            mode = "TRUNCATE" if final else "RESTART"
+            self.db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+            try:
+                busy, frames, done = self.db.execute(
+                    f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                self.db.execute("PRAGMA busy_timeout=30000")
+        return bool(busy) or done < frames
+
+    def halt(self) -> None:
+        """Ask the thread to stop (it finishes the checkpoint in hand)."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        """Stop the thread, checkpoint what is left, close the connection."""
+        self.halt()
+        self.thread.join(timeout=10)
+        try:
+            self.checkpoint(final=True)
+        except sqlite3.Error as e:
+            log.warning("final checkpoint failed: %s", e)
+        finally:
+            self.db.close()
+
+
+class _WriterLock:
+    """Writers of every process take turns here, before BEGIN IMMEDIATE.
+
+    Without it, a writer that finds the database locked is left to SQLite's busy handler,
+    which sleeps 1, 2, 5, 10… ms between tries: two serving processes then stall each
+    other's acknowledgements for milliseconds. A thread lock (threads of one process) and an
+    flock on a sidecar file (other processes) queue writers in the kernel instead, and the
+    next one goes the moment the last commits.
+    """
+
+    def __init__(self, path: Path) -> None:
+        # An in-memory database is one connection's own: no other process to queue behind.
+        self.path = None if str(path) == ":memory:" else path.with_name(path.name + ".writer-lock")
+        self.threads = threading.Lock()
+        self.fd = -1
+        self.pid = -1
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.threads:
+            if self.path is None:
+                yield
+                return
+            if self.pid != os.getpid():  # first use, or a forked child: a file of our own
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self.pid = os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self.threads:
+            if self.pid == os.getpid():
+                os.close(self.fd)
+            self.fd, self.pid = -1, -1
+
+
 class SQLiteStore:
-    """The default store: zero set-up, one file under the data directory."""
+    """The default store: zero set-up, one file under the data directory.
+
+    With background_checkpoint, commits never checkpoint the WAL themselves (no fsync on the
+    request path); a thread of this store does it instead. Serving processes want that.
+    """
 
     backend = "sqlite"
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time,
+                 background_checkpoint: bool = False) -> None:
         self.path = path
         self.clock = clock
+        self.background_checkpoint = background_checkpoint and str(path) != ":memory:"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
+        self._writer = _WriterLock(path)
         self._conn().executescript(_SCHEMA)
 
     # -- connections -----------------------------------------------------------
@@ -60,22 +183,38 @@ class SQLiteStore:
             # loss can drop the last transactions.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
+            if self.background_checkpoint:
+                db.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
             self._local.pid = os.getpid()
             with self._all_lock:
                 self._all.append(db)
+                if self.background_checkpoint:
+                    self._start_checkpointer()
         return db
+
+    def _start_checkpointer(self) -> None:
+        # Once per process: a forked child inherits neither the thread nor (safely) its
+        # connection, and without one its WAL would never be checkpointed.
+        ck = self._checkpointer
+        if ck is not None and ck.pid == os.getpid() and not ck.stopping.is_set():
+            return
+        ck = _Checkpointer(self.path, interval_s=CHECKPOINT_INTERVAL_S,
+                           limit_bytes=WAL_LIMIT_BYTES)
+        weakref.finalize(self, ck.halt)  # a store dropped unclosed stops its thread
+        self._checkpointer = ck
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._writer.held():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     # -- records ---------------------------------------------------------------
     def get(self, ns: str, key: str) -> Record | None:
@@ -260,6 +399,43 @@ class SQLiteStore:
             )
         return True
 
+    def enqueue_many(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, dedup_ttl_s: int = 0
+    ) -> list[bool]:
+        if not items:
+            return []
+        keys = [None if k is None else f"q:{queue}:{k}" for _, k in items]
+        wanted = list(dict.fromkeys(k for k in keys if k is not None))
+        if wanted and dedup_ttl_s <= 0:
+            raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        # Serialised before BEGIN IMMEDIATE: the write lock is held only for the SQL.
+        docs = [dumps(payload) for payload, _ in items]
+        with self._tx() as db:
+            now = self.clock()
+            # Look first, set after: the write lock makes that race-free (as in commit).
+            taken = self._live_marks(db, wanted, now) if wanted else set()
+            fresh: list[str] = []
+            out: list[bool] = []
+            rows: list[tuple[str, str, float]] = []
+            for key, doc in zip(keys, docs, strict=True):
+                if key is not None:
+                    if key in taken:
+                        out.append(False)
+                        continue
+                    taken.add(key)
+                    fresh.append(key)
+                out.append(True)
+                rows.append((queue, doc, now))
+            if fresh:
+                # An expired row of the same key is overwritten, as _mark would replace it.
+                db.executemany(
+                    "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET expires_at=excluded.expires_at",
+                    [(k, now + dedup_ttl_s) for k in fresh])
+            if rows:
+                db.executemany("INSERT INTO queue (queue, payload, created) VALUES (?,?,?)", rows)
+        return out
+
     def claim(
         self, queue: str, *, consumer: str, max_items: int, visibility_s: float
     ) -> list[QueueItem]:
@@ -389,8 +565,14 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._all_lock:
+            ck, self._checkpointer = self._checkpointer, None
+            if ck is not None and ck.pid == os.getpid():
+                ck.halt()
             for db in self._all:
                 with suppress(sqlite3.Error):
                     db.close()
             self._all.clear()
         self._local = threading.local()
+        self._writer.close()
+        if ck is not None and ck.pid == os.getpid():
+            ck.close()

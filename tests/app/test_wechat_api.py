@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
+from app.main import MingpianApp, create_app
 from app.services import INBOX
 from tests.bot.support import (
     AES_KEY,
@@ -188,3 +188,41 @@ def test_callbacks_of_an_unconfigured_platform_are_404(tmp_path: Path) -> None:
 def test_sample_keys_are_the_configured_ones() -> None:
     assert (TOKEN, AES_KEY, CORP_ID) == ("QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
                                          "wx5823bf96d3bd56c7")
+
+
+def _answer(c: TestClient, path: str, query: dict[str, str], body: bytes
+            ) -> tuple[int, bytes, str | None]:
+    r = c.post(path, params=query, content=body)
+    return r.status_code, r.content, r.headers.get("content-type")
+
+
+def test_the_fast_path_answers_exactly_as_the_routes(tmp_path: Path) -> None:
+    """The callbacks' fast path (CallbackFastPath) and the FastAPI routes it stands in
+    front of give the same status, body and content type, for good and hostile input."""
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        ("/wecom/callback", q, b) for q, b, _ in _hostile_cases().values()]
+    cases.append(("/wecom/callback", *wecom_post(message_xml())))
+    cases.append(("/wechat/callback", *wechat_post(message_xml(content="x"))))
+    cases.append(("/wechat/callback", *wechat_post(message_xml(content="y"), encrypted=False)))
+    cases.append(("/wechat/callback", {"signature": "0" * 40}, b"<xml/>"))
+    answers: dict[bool, list[tuple[int, bytes, str | None]]] = {}
+    for fast in (True, False):
+        app = create_app(bot_settings(tmp_path / f"data-{fast}"))
+        if not fast:
+            app.fast_path = None
+        with TestClient(app) as c:
+            answers[fast] = [_answer(c, path, q, b) for path, q, b in cases]
+            assert depth(c) == 3  # the three good ones
+            metrics = c.get("/metrics").text
+            assert 'mingpian_http_requests_total{route="/wecom/callback",status="200"} 1.0' \
+                in metrics
+            assert 'route="/wecom/callback",status="400"' in metrics
+    assert answers[True] == answers[False]
+    assert [a[0] for a in answers[True]][-4:] == [200, 200, 200, 403]
+
+
+def test_the_fast_path_leaves_other_requests_to_the_app(client: TestClient) -> None:
+    assert isinstance(client.app, MingpianApp) and client.app.fast_path is not None
+    assert client.put("/wecom/callback", content=b"<xml/>").status_code == 405
+    assert client.get("/wecom/callback", params=VERIFY).status_code == 200
+    assert client.post("/wecom/callback/", content=b"", follow_redirects=False).status_code == 307

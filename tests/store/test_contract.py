@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from store.base import Batch, CommitResult, Store
 
@@ -262,3 +265,126 @@ def test_lock_excludes_and_expires(store: Store) -> None:
 
 def test_ping(store: Store) -> None:
     assert store.ping() is True
+
+
+def test_enqueue_many_queues_in_order(store: Store) -> None:
+    assert store.enqueue("qm1", {"n": 0})
+    assert store.enqueue_many("qm1", [({"n": 1}, None), ({"n": 2}, None), ({"n": 3}, None)]) \
+        == [True, True, True]
+    assert store.enqueue("qm1", {"n": 4})
+    assert store.enqueue_many("qm1", [({"n": 5}, None)]) == [True]
+    assert store.queue_depth("qm1") == 6
+    items = store.claim("qm1", consumer="c", max_items=4, visibility_s=30)
+    items += store.claim("qm1", consumer="c", max_items=10, visibility_s=30)
+    assert [i.payload for i in items] == [{"n": n} for n in range(6)]
+    assert all(i.attempts == 1 for i in items)
+    store.ack("qm1", [i.id for i in items])
+    assert store.queue_depth("qm1") == 0
+
+
+def test_enqueue_many_stores_what_enqueue_stores(store: Store) -> None:
+    doc = {"kind": "platform", "fields": {"Content": "你好", "n": [1, 2.5, None, True]}}
+    assert store.enqueue("qm2", doc, dedup_key="one", dedup_ttl_s=60)
+    assert store.enqueue_many("qm2", [(doc, "two")], dedup_ttl_s=60) == [True]
+    a, b = store.claim("qm2", consumer="c", max_items=10, visibility_s=30)
+    assert a.payload == b.payload == doc and a.attempts == b.attempts == 1
+
+
+def test_enqueue_many_dedups_each_item(store: Store) -> None:
+    assert store.enqueue("qm3", {"m": "a"}, dedup_key="a", dedup_ttl_s=60)
+    got = store.enqueue_many("qm3", [
+        ({"m": "a2"}, "a"),  # seen by enqueue
+        ({"m": "b"}, "b"),
+        ({"m": "b2"}, "b"),  # earlier in this call
+        ({"m": "free1"}, None),
+        ({"m": "c"}, "c"),
+        ({"m": "free1"}, None),  # no key: never a repeat
+    ], dedup_ttl_s=60)
+    assert got == [False, True, False, True, True, True]
+    # One key namespace for both calls, per queue.
+    assert store.enqueue("qm3", {"m": "c2"}, dedup_key="c", dedup_ttl_s=60) is False
+    assert store.enqueue_many("qm3", [({"m": "b3"}, "b"), ({"m": "d"}, "d")],
+                              dedup_ttl_s=60) == [False, True]
+    assert store.enqueue_many("other", [({"m": "a"}, "a")], dedup_ttl_s=60) == [True]
+    items = store.claim("qm3", consumer="c", max_items=20, visibility_s=30)
+    assert [i.payload["m"] for i in items] == ["a", "b", "free1", "c", "free1", "d"]
+
+
+def test_enqueue_many_dedup_keys_expire(store: Store) -> None:
+    assert store.enqueue_many("qm4", [({"n": 1}, "k")], dedup_ttl_s=1) == [True]
+    assert store.enqueue("qm4", {"n": 2}, dedup_key="k", dedup_ttl_s=1) is False
+    time.sleep(1.2)
+    assert store.enqueue_many("qm4", [({"n": 3}, "k"), ({"n": 4}, "k")], dedup_ttl_s=1) \
+        == [True, False]
+    assert store.queue_depth("qm4") == 2
+
+
+def test_enqueue_many_empty_and_bad_ttl_write_nothing(store: Store) -> None:
+    assert store.enqueue_many("qm5", []) == []
+    with pytest.raises(ValueError, match="dedup_ttl_s"):
+        store.enqueue_many("qm5", [({"n": 1}, None), ({"n": 2}, "k")])
+    assert store.queue_depth("qm5") == 0
+    assert store.enqueue_many("qm5", [({"n": 3}, "k")], dedup_ttl_s=60) == [True]
+
+
+def test_enqueue_many_concurrent_overlapping_keys_keep_one_each(store: Store) -> None:
+    """Threads queue overlapping keys, in batches and one by one: each key lands once."""
+    ranges = [range(0, 120), range(40, 160), range(80, 200), range(0, 200, 3)]
+    results: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def many(numbers: range) -> None:
+        keys = [f"k{n}" for n in numbers]
+        for start in range(0, len(keys), 16):
+            chunk = keys[start:start + 16]
+            got = store.enqueue_many("qm6", [({"k": k}, k) for k in chunk], dedup_ttl_s=60)
+            with lock:
+                results.extend(zip(chunk, got, strict=True))
+
+    def single(numbers: range) -> None:
+        for n in numbers:
+            ok = store.enqueue("qm6", {"k": f"k{n}"}, dedup_key=f"k{n}", dedup_ttl_s=60)
+            with lock:
+                results.append((f"k{n}", ok))
+
+    threads = [threading.Thread(target=many, args=(r,)) for r in ranges]
+    threads.append(threading.Thread(target=single, args=(range(100, 140),)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    wins = [k for k, ok in results if ok]
+    assert sorted(wins) == sorted(f"k{n}" for n in range(200))
+    assert store.queue_depth("qm6") == 200
+    items = store.claim("qm6", consumer="c", max_items=500, visibility_s=30)
+    assert sorted(i.payload["k"] for i in items) == sorted(wins)
+
+
+def test_enqueue_many_is_one_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the call: one SQLite transaction, or one Redis script, per batch."""
+    from store.redis import RedisStore
+    from store.sqlite import SQLiteStore
+
+    items = [({"n": n}, f"k{n}" if n % 2 else None) for n in range(20)]
+    store.enqueue_many("qm7", [({"n": -1}, "warm")], dedup_ttl_s=60)  # loads the script
+    if isinstance(store, SQLiteStore):
+        sql: list[str] = []
+        store._conn().set_trace_callback(sql.append)
+        assert store.enqueue_many("qm7", items, dedup_ttl_s=60) == [True] * 20
+        store._conn().set_trace_callback(None)
+        assert [s for s in sql if s.startswith(("BEGIN", "COMMIT"))] \
+            == ["BEGIN IMMEDIATE", "COMMIT"]
+    else:
+        assert isinstance(store, RedisStore)
+        sent: list[object] = []
+        send = store.r.execute_command
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            sent.append(args[0])
+            return send(*args, **kwargs)
+
+        monkeypatch.setattr(store.r, "execute_command", counted)
+        assert store.enqueue_many("qm7", items, dedup_ttl_s=60) == [True] * 20
+        monkeypatch.undo()
+        assert sent == ["EVALSHA"]
+    assert store.queue_depth("qm7") == 21
