@@ -11,8 +11,9 @@ RUN_KEY ?= dev-key
 
 venv: $(STAMP) sysdeps
 
-# Debian packages: a CJK font for card posters (no font = boxes; the poster refuses) and
-# Chromium for the card page's browser test. Installed only when missing.
+# Debian packages: a CJK font for card posters (no font = boxes; the poster refuses),
+# Chromium for the card page's browser test and wrk for the benchmarks' smoke runs.
+# Installed only when missing.
 CJK_FONTS := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 APT_INSTALL = sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq
@@ -24,6 +25,8 @@ fonts:
 sysdeps: fonts
 	@[ -x /usr/bin/chromium ] || { echo "installing chromium (the card page's browser test)"; \
 	  $(APT_INSTALL) chromium; }
+	@command -v wrk >/dev/null || { echo "installing wrk (the callback benchmarks' load generator)"; \
+	  $(APT_INSTALL) wrk; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

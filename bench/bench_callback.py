@@ -96,31 +96,39 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def generate(path: Path, n: int) -> None:
-    """Write n distinct signed WeCom callbacks, one `path?query<TAB>body` per line."""
+def write_callbacks(path: Path, lines: list[str], *, first_id: int) -> None:
+    """Write one signed, encrypted WeCom callback per line (`path?query<TAB>body`), from
+    users u-1000…u-1299, MsgIds from first_id on."""
     import hashlib
     import secrets
 
     from wechatpy.enterprise.crypto import WeChatCrypto
 
     crypto = WeChatCrypto(TOKEN, AES_KEY, CORP_ID)
-    texts = ["宝宝六个月了，辅食先加什么好？", "哈哈", "好的", "[强]", "有没有推荐的婴儿湿疹霜",
-             "孩子拉粑粑憋得脸通红，几天才一次", "中午吃啥", "今天堵车好厉害"]
     with path.open("w", encoding="utf-8") as f:
-        for i in range(n):
+        for i, text in enumerate(lines):
             ts = str(1764202312 + i)
             nonce = str(secrets.randbelow(10**9))
             plain = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
                      f"<FromUserName><![CDATA[u-{1000 + i % 300}]]></FromUserName>"
                      f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-                     f"<Content><![CDATA[{texts[i % len(texts)]}]]></Content>"
-                     f"<MsgId>{7300000000000000000 + i}</MsgId><AgentID>1000002</AgentID></xml>")
+                     f"<Content><![CDATA[{text}]]></Content>"
+                     f"<MsgId>{first_id + i}</MsgId><AgentID>1000002</AgentID></xml>")
             env = crypto.encrypt_message(plain, nonce, ts)
             enc = env.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
             sig = hashlib.sha1("".join(sorted([TOKEN, ts, nonce, enc])).encode()).hexdigest()
             body = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA["
                     f"{enc}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>")
-            f.write(f"/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}\t{body}\n")
+            f.write(f"/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}"
+                    f"\t{body}\n")
+
+
+def generate(path: Path, n: int) -> None:
+    """Write n distinct signed WeCom callbacks cycling through a few chat lines."""
+    texts = ["宝宝六个月了，辅食先加什么好？", "哈哈", "好的", "[强]", "有没有推荐的婴儿湿疹霜",
+             "孩子拉粑粑憋得脸通红，几天才一次", "中午吃啥", "今天堵车好厉害"]
+    write_callbacks(path, [texts[i % len(texts)] for i in range(n)],
+                    first_id=7300000000000000000)
 
 
 # -- the two servers ----------------------------------------------------------------------

@@ -28,11 +28,9 @@ lines from bench/data/tagging_gold.jsonl and the demo chat, combined so they rar
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import statistics
@@ -52,6 +50,7 @@ from bench.bench_callback import (
     _start_redis,
     _start_server,
     _stop,
+    write_callbacks,
 )
 
 WORKER_CHILDREN = 2  # Settings.worker_embedder_processes, the worker's default
@@ -114,29 +113,6 @@ def texts(n: int, *, seed: int = 7) -> list[str]:
             a, b = rng.sample(topical, 2)
             out.append(a if rng.random() < 0.3 else f"{a}，{b}")
     return out
-
-
-def write_callbacks(path: Path, lines: list[str], *, first_id: int) -> None:
-    """Write one signed, encrypted WeCom callback per line (`path?query<TAB>body`)."""
-    from wechatpy.enterprise.crypto import WeChatCrypto
-
-    crypto = WeChatCrypto(TOKEN, AES_KEY, CORP_ID)
-    with path.open("w", encoding="utf-8") as f:
-        for i, text in enumerate(lines):
-            ts = str(1764202312 + i)
-            nonce = str(secrets.randbelow(10**9))
-            plain = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
-                     f"<FromUserName><![CDATA[u-{1000 + i % 300}]]></FromUserName>"
-                     f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-                     f"<Content><![CDATA[{text}]]></Content>"
-                     f"<MsgId>{first_id + i}</MsgId><AgentID>1000002</AgentID></xml>")
-            env = crypto.encrypt_message(plain, nonce, ts)
-            enc = env.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
-            sig = hashlib.sha1("".join(sorted([TOKEN, ts, nonce, enc])).encode()).hexdigest()
-            body = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA["
-                    f"{enc}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>")
-            f.write(f"/wecom/callback?msg_signature={sig}&timestamp={ts}&nonce={nonce}"
-                    f"\t{body}\n")
 
 
 def _start_fire(port: int, requests_file: Path, lua: Path) -> subprocess.Popen[str]:
