@@ -50,13 +50,10 @@ class Inbox:
         return {"kind": KIND_PLATFORM, "source": source, "fields": safe,
                 "at": int(self.clock())}, key
 
-    def accept_platform(self, source: Source, fields: XmlDoc) -> bool:
-        """Queue a decrypted callback; return False for a repeat of one already queued."""
-        return self._write([self._platform_item(source, fields)])[0]
-
-    async def accept_platform_async(self, source: Source, fields: XmlDoc) -> bool:
-        """accept_platform for the event loop: returns once the callback is durably queued,
-        its write shared with every callback that arrived meanwhile."""
+    async def accept_platform(self, source: Source, fields: XmlDoc) -> bool:
+        """Queue a decrypted callback; return False for a repeat of one already queued.
+        Returns once the callback is durably queued, its write shared with every callback
+        that arrived meanwhile."""
         return await self._group.submit(self._platform_item(source, fields))
 
     def _write(self, items: Sequence[tuple[JSON, str | None]]) -> list[bool]:

@@ -77,7 +77,7 @@ async def receive_wecom(bot: BotKit, body: bytes, q: Query) -> bytes:
     """Open a WeCom callback and queue it; return the answer's body (empty)."""
     fields = _wecom(bot).open(body, msg_signature=q.get("msg_signature", ""),
                               timestamp=q.get("timestamp", ""), nonce=q.get("nonce", ""))
-    await bot.inbox.accept_platform_async("wecom", fields)
+    await bot.inbox.accept_platform("wecom", fields)
     return b""
 
 
@@ -87,7 +87,7 @@ async def receive_wechat(bot: BotKit, body: bytes, q: Query) -> bytes:
                                timestamp=q.get("timestamp", ""), nonce=q.get("nonce", ""),
                                encrypt_type=q.get("encrypt_type", ""),
                                msg_signature=q.get("msg_signature", ""))
-    await bot.inbox.accept_platform_async("wechat", fields)
+    await bot.inbox.accept_platform("wechat", fields)
     # "success" tells WeChat not to retry and not to show "该公众号暂时无法提供服务".
     return b"success"
 
