@@ -172,6 +172,15 @@ def _decrypt(crypto: OfficialAccountCrypto | WeComCrypto, encrypt: str, msg_sign
     return plain
 
 
+def _open_envelope(crypto: OfficialAccountCrypto | WeComCrypto, body: bytes,
+                   msg_signature: str, timestamp: str, nonce: str) -> XmlDoc:
+    """Parse the encrypted envelope, verify and decrypt its <Encrypt>, parse the message."""
+    encrypt = text_field(parse_xml(body), "Encrypt")
+    if not encrypt:
+        raise BadRequestError("no <Encrypt> in the message")
+    return parse_xml(_decrypt(crypto, encrypt, msg_signature, timestamp, nonce).encode())
+
+
 _BAD_KEY = "the EncodingAESKey must be 43 characters of base64"
 
 
@@ -199,12 +208,7 @@ class OfficialAccountCallback:
         if encrypt_type.lower() == "aes":
             if self.crypto is None:
                 raise BadRequestError("encrypted message but no EncodingAESKey is configured")
-            outer = parse_xml(body)
-            encrypt = text_field(outer, "Encrypt")
-            if not encrypt:
-                raise BadRequestError("no <Encrypt> in an encrypted message")
-            return parse_xml(_decrypt(self.crypto, encrypt, msg_signature, timestamp,
-                                      nonce).encode())
+            return _open_envelope(self.crypto, body, msg_signature, timestamp, nonce)
         _check(_signature(self.token, timestamp, nonce), signature)
         return parse_xml(body)
 
@@ -233,12 +237,7 @@ class WeComCallback:
 
     def open(self, body: bytes, *, msg_signature: str, timestamp: str, nonce: str) -> XmlDoc:
         """Return the message's fields from a POSTed body, verified and decrypted."""
-        outer = parse_xml(body)
-        encrypt = text_field(outer, "Encrypt")
-        if not encrypt:
-            raise BadRequestError("no <Encrypt> in the message")
-        return parse_xml(_decrypt(self.crypto, encrypt, msg_signature, timestamp,
-                                  nonce).encode())
+        return _open_envelope(self.crypto, body, msg_signature, timestamp, nonce)
 
     def encrypt(self, plain_xml: str, *, nonce: str, timestamp: str) -> str:
         """Return the encrypted envelope WeCom would send (used by the demo and tests)."""
