@@ -328,6 +328,24 @@ class Recommender:
             return None
         return self.profiles.get(kind, pid)
 
+    def _candidates(self, queries: Vectors, tag_names: list[str], *, limit: int,
+                    tag_limit: int, provider_id: str | None, kind: str | None,
+                    exclude: frozenset[str]) -> tuple[list[str], Vectors] | None:
+        """Return the candidate ids and their vectors: the index's nearest items to each
+        query row, then items carrying one of the tags; None when there is none."""
+        hits = self.index.search(queries, k=limit, provider_id=provider_id, kind=kind,
+                                 exclude=exclude)
+        cand: dict[str, None] = {h.id: None for row in hits for h in row}
+        by_tag = self.index.with_tags(tag_names, provider_id=provider_id, kind=kind,
+                                      limit=tag_limit) if tag_names else {}
+        for tagged in by_tag.values():
+            cand.update((i, None) for i in tagged if i not in exclude)
+        vecs = self.index.vectors(list(cand))
+        ids = [i for i in cand if i in vecs]
+        if not ids:
+            return None
+        return ids, np.vstack([vecs[i] for i in ids])
+
     def _from_profile(self, profile: ProfileLike, *, k: int, provider_id: str | None,
                       kind: str | None, exclude: frozenset[str], diversity: float,
                       who: Literal["user", "group"]) -> list[_Scored]:
@@ -349,19 +367,12 @@ class Recommender:
                         .astype(np.float32)[None, :])
         if not rows:
             return []
-        limit = max(3 * k, self.candidates)
-        hits = self.index.search(np.vstack(rows), k=limit, provider_id=provider_id, kind=kind,
-                                 exclude=exclude)
-        cand: dict[str, None] = {h.id: None for row in hits for h in row}
-        by_tag = self.index.with_tags(tag_names, provider_id=provider_id, kind=kind,
-                                      limit=max(2 * k, 20)) if tag_names else {}
-        for ids in by_tag.values():
-            cand.update((i, None) for i in ids if i not in exclude)
-        vecs = self.index.vectors(list(cand))
-        ids = [i for i in cand if i in vecs]
-        if not ids:
+        found = self._candidates(np.vstack(rows), tag_names, limit=max(3 * k, self.candidates),
+                                 tag_limit=max(2 * k, 20), provider_id=provider_id,
+                                 kind=kind, exclude=exclude)
+        if found is None:
             return []
-        x = np.vstack([vecs[i] for i in ids])
+        ids, x = found
         parts: list[npt.NDArray[np.float64]] = []
         evidence: npt.NDArray[np.int64] | None = None
         if interest is not None:
@@ -405,19 +416,12 @@ class Recommender:
             for j in np.argsort(-tag_sims)[: self.top_tags]:
                 if tag_sims[j] > self.tag_threshold:
                     strong.append((self.tags.names[int(j)], float(tag_sims[j])))
-        hits = self.index.search(q, k=limit, provider_id=provider_id, kind=kind,
-                                 exclude=exclude)
-        cand: dict[str, None] = {h.id: None for row in hits for h in row}
         strong_names = [t for t, _ in strong]
-        by_tag = self.index.with_tags(strong_names, provider_id=provider_id, kind=kind,
-                                      limit=limit) if strong else {}
-        for ids in by_tag.values():
-            cand.update((i, None) for i in ids if i not in exclude)
-        vecs = self.index.vectors(list(cand))
-        ids = [i for i in cand if i in vecs]
-        if not ids:
+        found = self._candidates(q, strong_names, limit=limit, tag_limit=limit,
+                                 provider_id=provider_id, kind=kind, exclude=exclude)
+        if found is None:
             return []
-        x = np.vstack([vecs[i] for i in ids])
+        ids, x = found
         sims = (x @ q.T).astype(np.float64)  # (items, 1 + clauses)
         w = self.full_text_weight
         relevance = sims[:, 0] if not parts else w * sims[:, 0] + (1 - w) * sims[:, 1:].max(1)
