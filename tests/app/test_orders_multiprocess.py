@@ -8,13 +8,8 @@ single-process replay of the stored events, with every reward written exactly on
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,50 +22,25 @@ from cards.plan import BindEvent, OrderEvent, PlanConfig, replay
 from cards.plan_store import LOG_EVENTS
 from store.redis import RedisStore
 from tests.cards.support import T0, Clock, credits, make_ledger
-from tests.conftest import API_KEY, free_port
+from tests.conftest import API_KEY
+from tests.serve import ServeProcess
 
 H = {"Authorization": f"Bearer {API_KEY}"}
 MEMBERS = 36
 
 
-class Server:
-    """One `mingpian serve` process."""
-
-    def __init__(self, redis_url: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        env = os.environ | {
-            "MINGPIAN_REDIS_URL": redis_url, "MINGPIAN_API_KEYS": API_KEY,
-            "MINGPIAN_DATA_DIR": str(workdir / "data"), "MINGPIAN_LOG_LEVEL": "WARNING",
-            "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_SHARE_SECRET": "multi-secret",
-            "MINGPIAN_EMBEDDER": "hash",  # orders need no sentence model: start fast
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with httpx.Client() as c:
-                    ok = c.get(self.url + "/healthz", timeout=1).status_code == 200
-                if ok:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("serve did not start")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+def _serve(redis_url: str, workdir: Path) -> ServeProcess:
+    return ServeProcess({
+        "MINGPIAN_REDIS_URL": redis_url, "MINGPIAN_API_KEYS": API_KEY,
+        "MINGPIAN_DATA_DIR": str(workdir / "data"), "MINGPIAN_LOG_LEVEL": "WARNING",
+        "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_SHARE_SECRET": "multi-secret",
+        "MINGPIAN_EMBEDDER": "hash",  # orders need no sentence model: start fast
+    }, workdir=workdir)
 
 
 @pytest.fixture
-def servers(clean_redis_url: str, tmp_path: Path) -> Iterator[list[Server]]:
-    procs = [Server(clean_redis_url, tmp_path / f"p{i}") for i in range(3)]
+def servers(clean_redis_url: str, tmp_path: Path) -> Iterator[list[ServeProcess]]:
+    procs = [_serve(clean_redis_url, tmp_path / f"p{i}") for i in range(3)]
     try:
         for p in procs:
             p.wait_ready()
@@ -113,14 +83,14 @@ def _events(codes: dict[str, str]) -> list[list[dict[str, Any]]]:
 
 
 def test_concurrent_webhooks_on_several_processes_never_double_pay(
-    servers: list[Server], clean_redis_url: str,
+    servers: list[ServeProcess], clean_redis_url: str,
 ) -> None:
     urls = [s.url for s in servers]
     with httpx.Client() as c:
         _run(servers, urls, c, clean_redis_url)
 
 
-def _run(servers: list[Server], urls: list[str], c: httpx.Client, clean_redis_url: str) -> None:
+def _run(servers: list[ServeProcess], urls: list[str], c: httpx.Client, clean_redis_url: str) -> None:
     card = c.post(urls[0] + "/v1/cards", json={"staff_id": "staff-1", "name": "王小明"},
                   headers=H).json()["id"]
     codes = {u: c.post(f"{urls[0]}/v1/cards/{card}/shares", json={"sharer_id": u},

@@ -3,10 +3,6 @@ every process within 5 s (CONTRACTS §4–§5; two real uvicorn processes on one
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,51 +12,24 @@ import httpx
 import pytest
 
 from tests.catalog_sync.support import item_json
-from tests.conftest import API_KEY, free_port
+from tests.conftest import API_KEY
+from tests.serve import ServeProcess
 
 H = {"Authorization": f"Bearer {API_KEY}"}
 DEADLINE_S = 5.0  # CONTRACTS: every process, within 5 s
 
 
-class Serve:
-    """One `mingpian serve` process on the Redis back-end."""
-
-    def __init__(self, redis_url: str, workdir: Path) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        env = os.environ | {
-            "MINGPIAN_REDIS_URL": redis_url, "MINGPIAN_API_KEYS": API_KEY,
-            "MINGPIAN_DATA_DIR": str(workdir / "data"), "MINGPIAN_LOG_LEVEL": "WARNING",
-            "MINGPIAN_EMBEDDER": "hash:128",  # the propagation under test needs no model
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", self.url.rsplit(":", 1)[1]],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("serve did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+def _serve(redis_url: str, workdir: Path) -> ServeProcess:
+    return ServeProcess({
+        "MINGPIAN_REDIS_URL": redis_url, "MINGPIAN_API_KEYS": API_KEY,
+        "MINGPIAN_DATA_DIR": str(workdir / "data"), "MINGPIAN_LOG_LEVEL": "WARNING",
+        "MINGPIAN_EMBEDDER": "hash:128",  # the propagation under test needs no model
+    }, workdir=workdir)
 
 
 @pytest.fixture
-def two(clean_redis_url: str, tmp_path: Path) -> Iterator[list[Serve]]:
-    procs = [Serve(clean_redis_url, tmp_path / f"p{i}") for i in range(2)]
+def two(clean_redis_url: str, tmp_path: Path) -> Iterator[list[ServeProcess]]:
+    procs = [_serve(clean_redis_url, tmp_path / f"p{i}") for i in range(2)]
     try:
         for p in procs:
             p.wait_ready()
@@ -70,14 +39,14 @@ def two(clean_redis_url: str, tmp_path: Path) -> Iterator[list[Serve]]:
             p.stop()
 
 
-def _ids(c: httpx.Client, s: Serve, text: str, **extra: Any) -> list[str]:
+def _ids(c: httpx.Client, s: ServeProcess, text: str, **extra: Any) -> list[str]:
     r = c.post(s.url + "/v1/recommendations/query", headers=H,
                json={"text": text, "k": 5} | extra)
     assert r.status_code == 200
     return [i["id"] for i in r.json()["items"]]
 
 
-def _on_both(c: httpx.Client, procs: list[Serve], ok: Callable[[Serve], bool]) -> float:
+def _on_both(c: httpx.Client, procs: list[ServeProcess], ok: Callable[[ServeProcess], bool]) -> float:
     """Return the seconds until ok holds on every process (fail after the deadline)."""
     start = time.monotonic()
     pending = list(procs)
@@ -89,7 +58,7 @@ def _on_both(c: httpx.Client, procs: list[Serve], ok: Callable[[Serve], bool]) -
     return time.monotonic() - start
 
 
-def test_webhook_change_reaches_every_process(two: list[Serve]) -> None:
+def test_webhook_change_reaches_every_process(two: list[ServeProcess]) -> None:
     a, b = two
     title = "高景观可躺婴儿推车 遛娃神器"
     base = [item_json(f"sku-{i}", title=f"普通商品{i}", tags=["敏感肌"]) for i in range(20)]

@@ -4,11 +4,7 @@ whichever process answered each delivery."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,35 +13,21 @@ import httpx
 from app.services import INBOX
 from store.sqlite import SQLiteStore
 from tests.bot.support import AES_KEY, CORP_ID, TOKEN, message_xml, next_msg_id, wecom_post
-from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.serve import ServeProcess
 
 
 def test_two_serve_processes_queue_each_message_once(tmp_path: Path) -> None:
-    port = free_port()
-    env = os.environ | {
+    serve = ServeProcess({
         "MINGPIAN_DATA_DIR": str(tmp_path / "data"), "MINGPIAN_REDIS_URL": "",
         "MINGPIAN_EMBEDDER": "hash", "MINGPIAN_EMBEDDED_WORKER": "false",
         "MINGPIAN_LOG_LEVEL": "WARNING", "MINGPIAN_WECOM__CORP_ID": CORP_ID,
         "MINGPIAN_WECOM__TOKEN": TOKEN, "MINGPIAN_WECOM__AES_KEY": AES_KEY,
         "MINGPIAN_WECOM__AGENT_ID": "1000002",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-                             "--workers", "2"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/wecom/callback"
+    }, workdir=tmp_path, args=("--workers", "2"))
+    url = f"{serve.url}/wecom/callback"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve --workers 2 did not start"
-            time.sleep(0.2)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+        serve.wait_ready()
+        children = subprocess.run(["pgrep", "-P", str(serve.proc.pid)], capture_output=True,
                                   text=True).stdout.split()
         assert len(children) >= 2  # two serving processes (and uvicorn's supervisor)
 
@@ -61,12 +43,7 @@ def test_two_serve_processes_queue_each_message_once(tmp_path: Path) -> None:
             statuses = list(pool.map(send, deliveries))
         assert statuses == [200] * len(deliveries)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        serve.stop()
     store = SQLiteStore(tmp_path / "data" / "mingpian.db")
     try:
         assert store.queue_depth(INBOX) == 300
