@@ -198,6 +198,13 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def print_table(rows: list[str]) -> None:
+    """Print BENCHMARKS.md rows under the product / floor / ratio header."""
+    print("| benchmark | product | floor | ratio |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
+
+
 def _summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} [{min(values):.2f}–{max(values):.2f}]"
 
@@ -287,9 +294,7 @@ def main() -> int:
                 rows.append(_measure(backend, conns, args, reqs, lua, work, base_env))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| benchmark | product | floor | ratio |")
-    print("|---|---|---|---|")
-    print("\n".join(rows))
+    print_table(rows)
     return 0
 
 

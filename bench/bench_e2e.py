@@ -50,6 +50,7 @@ from bench.bench_callback import (
     _start_redis,
     _start_server,
     _stop,
+    print_table,
     write_callbacks,
 )
 
@@ -407,9 +408,7 @@ def main() -> int:
                 f"drain ÷ pipeline ×{_ratio(r_drain)} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| benchmark | product | floor | ratio |")
-    print("|---|---|---|---|")
-    print("\n".join(rows))
+    print_table(rows)
     return 0
 
 
