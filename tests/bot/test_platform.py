@@ -61,27 +61,34 @@ def test_token_is_cached_in_the_store_and_shared(store: Store, http: httpx.Clien
     assert chat.body == {"chatid": "chat1", "msgtype": "text", "text": {"content": "大家好"}}
 
 
-def test_concurrent_first_use_fetches_one_token(store: Store, fake: FakeWeCom,
-                                                tmp_path: Path) -> None:
-    fake.token_delay_s = 0.2  # a slow gettoken: every worker arrives while it runs
+def _send_from_processes(store: Store, fake: FakeWeCom, tmp_path: Path, n: int
+                         ) -> list[BaseException]:
+    """Send one text from each of n threads, each with its own store connection (a process
+    of its own, for the token's sake); return what they raised."""
     errors: list[BaseException] = []
-    stores = [_another_process_store(store, tmp_path) for _ in range(6)]
+    stores = [_another_process_store(store, tmp_path) for _ in range(n)]
 
-    def send(st: Store, n: int) -> None:
+    def send(st: Store, i: int) -> None:
         try:
             with httpx.Client(timeout=5) as h:
-                _client(st, h, fake).send_text(to_user=f"u{n}", text="hi")
-        except BaseException as e:  # noqa: BLE001 - reported below
+                _client(st, h, fake).send_text(to_user=f"u{i}", text="hi")
+        except BaseException as e:  # noqa: BLE001 - returned to the test
             errors.append(e)
 
-    threads = [threading.Thread(target=send, args=(st, n)) for n, st in enumerate(stores)]
+    threads = [threading.Thread(target=send, args=(st, i)) for i, st in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
     for st in stores:
         st.close()
-    assert errors == []
+    return errors
+
+
+def test_concurrent_first_use_fetches_one_token(store: Store, fake: FakeWeCom,
+                                                tmp_path: Path) -> None:
+    fake.token_delay_s = 0.2  # a slow gettoken: every worker arrives while it runs
+    assert _send_from_processes(store, fake, tmp_path, 6) == []
     assert fake.token_calls == 1
     assert len(fake.sent("/cgi-bin/message/send")) == 6
 
@@ -92,24 +99,7 @@ def test_concurrent_stale_token_is_refreshed_once(store: Store, fake: FakeWeCom,
     store.put(TOKEN_NS, f"wecom:{fake.corp_id}:1000002",
               {"token": "tok-stale", "expires_at": 4e9}, ttl_s=3600)
     fake.token_delay_s = 0.2
-    errors: list[BaseException] = []
-    stores = [_another_process_store(store, tmp_path) for _ in range(5)]
-
-    def send(st: Store) -> None:
-        try:
-            with httpx.Client(timeout=5) as h:
-                _client(st, h, fake).send_text(to_user="u", text="hi")
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=send, args=(st,)) for st in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    for st in stores:
-        st.close()
-    assert errors == []
+    assert _send_from_processes(store, fake, tmp_path, 5) == []
     assert fake.token_calls == 1
 
 

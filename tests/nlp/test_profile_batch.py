@@ -3,14 +3,9 @@ message exactly once across redeliveries, overlapping batches and racing process
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from models.messages import ChatMessage
@@ -21,7 +16,7 @@ from store.base import JSON, Store
 from store.redis import RedisStore
 from store.sqlite import SQLiteStore
 from tests.nlp.conftest import unit
-from tests.nlp.test_profile import DAY, ROOT, T0, Clock, msg, result
+from tests.nlp.test_profile import DAY, T0, Clock, msg, result
 
 TAGS = ["睡眠", "奶粉", "辅食添加", "早教", "湿疹"]
 
@@ -136,34 +131,3 @@ def test_the_pipeline_applies_only_the_new_messages_of_a_batch(store: Store,
     assert mom is not None and group is not None
     assert mom.message_count == group.message_count == 5
     assert [m["msg_id"] for m in pipe.list_messages("u-mom")] == [f"p{i}" for i in range(5)]
-
-
-@pytest.mark.redis
-def test_concurrent_batched_workers_never_lose_an_update(
-        backend: str, store: Store, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """Four processes apply overlapping ranges in batches of 16 to one user and one group:
-    batches that share messages race on the profiles and on the once-markers."""
-    target = (request.getfixturevalue("clean_redis_url") if backend == "redis"
-              else str(tmp_path / "store.db"))
-    ranges = [(0, 100), (50, 150), (100, 200), (150, 250)]
-    start_at = str(time.time() + 1.5)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests/nlp/profile_worker.py"),
-                               backend, target, str(a), str(b), start_at, "16"], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True, env=env)
-             for a, b in ranges]
-    applied = 0
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0
-        applied += int(out.split()[0])
-    assert applied == 250  # each message applied by exactly one process
-    repo = ProfileRepo(store, half_life_days=30)
-    now = T0 + 249
-    user, group = repo.get("user", "u-hot", now=now), repo.get("group", "g-hot", now=now)
-    assert user is not None and group is not None
-    assert user.message_count == group.message_count == 250
-    assert 62.49 < user.tags[0].weight <= 62.5
-    assert abs(group.tags[0].weight - user.tags[0].weight) < 1e-9
-    assert user.interest is not None and np.allclose(user.interest, np.ones(8) / np.sqrt(8),
-                                                     atol=2e-3)
