@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MINGPIAN_DATA_DIR ?= data
 RUN_KEY ?= dev-key
 
-.PHONY: run demo test lint types imports pytest drill bench clean venv sysdeps fonts
+.PHONY: run demo test lint types imports pytest drill probe bench clean venv sysdeps fonts
 
 venv: $(STAMP) sysdeps
 
@@ -41,8 +41,10 @@ $(STAMP): pyproject.toml
 
 # `make run` is the demo set-up: a local API key, and — unless real WeCom settings are given —
 # demo WeCom credentials whose API base is the stand-in that `mingpian demo` runs on :8071, and
-# replies allowed at any hour. `mingpian demo` falls back to the same values.
-DEMO_ENV = MINGPIAN_API_KEYS=$${MINGPIAN_API_KEYS:-$(RUN_KEY)} \
+# replies allowed at any hour. `mingpian demo` falls back to the same values. MINGPIAN_DEMO
+# lets serve start with these documented (weak) secrets; outside it they stop serve.
+DEMO_ENV = MINGPIAN_DEMO=$${MINGPIAN_DEMO:-true} \
+	MINGPIAN_API_KEYS=$${MINGPIAN_API_KEYS:-$(RUN_KEY)} \
 	MINGPIAN_WECOM__CORP_ID=$${MINGPIAN_WECOM__CORP_ID:-wwdemo0000000001} \
 	MINGPIAN_WECOM__TOKEN=$${MINGPIAN_WECOM__TOKEN:-mingpiandemo} \
 	MINGPIAN_WECOM__AES_KEY=$${MINGPIAN_WECOM__AES_KEY:-jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C} \
@@ -69,6 +71,11 @@ demo: $(STAMP)
 
 drill: $(STAMP)
 	$(VENV)/bin/python -m bench.drill --messages $${DRILL_MESSAGES:-20000}
+
+# An external probe of the public surface and data safety (issues 11, 12): starts a deployment
+# with real secrets and attacks it over HTTP and signals; exits non-zero on any failure.
+probe: $(STAMP)
+	$(VENV)/bin/python -m bench.probe
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -74,7 +74,8 @@ def build_bot(settings: Settings, store: Store, *, queue: str,
     if settings.wecom is not None:
         w = settings.wecom
         kit.wecom = WeComCallback(token=w.token.get_secret_value(),
-                                  aes_key=w.aes_key.get_secret_value(), corp_id=w.corp_id)
+                                  aes_key=w.aes_key.get_secret_value(), corp_id=w.corp_id,
+                                  max_elements=settings.max_callback_elements)
         webhook = w.robot_webhook_key.get_secret_value() if w.robot_webhook_key else None
         if w.secret is not None or webhook:
             client = WeComClient(store, http, api_base=w.api_base, corp_id=w.corp_id,
@@ -93,7 +94,8 @@ def build_bot(settings: Settings, store: Store, *, queue: str,
         c = settings.wechat
         kit.wechat = OfficialAccountCallback(
             token=c.token.get_secret_value(), app_id=c.app_id,
-            aes_key=c.aes_key.get_secret_value() if c.aes_key else None)
+            aes_key=c.aes_key.get_secret_value() if c.aes_key else None, mode=c.mode,
+            max_elements=settings.max_callback_elements)
         if c.app_secret is not None:
             oa = OfficialAccountClient(store, http, api_base=c.api_base, app_id=c.app_id,
                                        app_secret=c.app_secret.get_secret_value())

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cards.items import CardItem
+from cards.ledger import DEMO_LEDGER_KEY
 from cards.plan import PlanConfig
 from cards.service import CardsConfig, CardsService, FilePosterCache, PosterCache, StorePosterCache
 from catalog_sync.repo import NS_ITEM
@@ -22,6 +23,7 @@ from store import Store
 
 if TYPE_CHECKING:
     from app.services import Services
+    from app.settings import Settings
 
 log = logging.getLogger("mingpian.cards")
 
@@ -91,6 +93,15 @@ class CatalogItems:
             rec.record_purchase(user_id, list(item_ids))
 
 
+def _old_secrets(s: Settings) -> tuple[bytes, ...]:
+    """Return MINGPIAN_SHARE_SECRETS_OLD as keys: codes, tokens and cookies they signed
+    still verify after a rotation."""
+    if s.share_secrets_old is None:
+        return ()
+    return tuple(p.strip().encode() for p in s.share_secrets_old.get_secret_value().split(",")
+                 if p.strip())
+
+
 def build_cards(services: Services, *, clock: Callable[[], float] = time.time) -> CardsService:
     """Return the process's cards domain."""
     s = services.settings
@@ -105,6 +116,11 @@ def build_cards(services: Services, *, clock: Callable[[], float] = time.time) -
         referral_policy=s.referral_policy,
         referral_window_days=s.referral_window_days,
         poster_font=str(s.poster_font) if s.poster_font else None,
+        old_share_secrets=_old_secrets(s),
+        visit_retention_days=s.visit_retention_days,
+        viewer_token_max_ttl_s=s.viewer_token_max_ttl_s,
+        ledger_key=(s.ledger_key.get_secret_value().encode() if s.ledger_key
+                    else DEMO_LEDGER_KEY),
     )
     items = CatalogItems(store, lambda: getattr(services, "recommender", None))
     return CardsService(store, config=config, items=items, posters=posters, clock=clock)

@@ -27,7 +27,22 @@ def serving_app() -> FastAPI:
     return tune_for_serving(create_app(get_settings()))
 
 
+def _refuse_to_start(settings: Settings) -> bool:
+    """Print why these settings must not serve (to stderr) and return True, if they must not."""
+    from app.secrets_check import startup_problems
+
+    problems = startup_problems(settings)
+    for line in problems:
+        print(f"mingpian: refusing to start: {line}", file=sys.stderr)
+    if problems:
+        print("mingpian: (MINGPIAN_DEMO=true allows the weak secrets, for a demo only)",
+              file=sys.stderr)
+    return bool(problems)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if _refuse_to_start(settings):
+        return 2
     import uvicorn
 
     if args.workers > 1:
@@ -46,6 +61,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    if _refuse_to_start(settings):
+        return 2
     from app.services import build_services
     from app.worker import run_worker
 

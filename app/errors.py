@@ -16,6 +16,7 @@ from models.errors import (
     ForbiddenError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     StoreUnavailableError,
     UnauthorizedError,
     UpstreamError,
@@ -32,6 +33,7 @@ STATUS: dict[type[AppError], int] = {
     ConflictError: 409,
     PayloadTooLargeError: 413,
     ValidationFailed: 422,
+    RateLimitedError: 429,
     UpstreamError: 502,
     StoreUnavailableError: 503,
 }
@@ -55,7 +57,10 @@ def error_body(code: str, message: str, details: object | None = None) -> dict[s
 
 def app_error_response(exc: AppError) -> JSONResponse:
     """Return the response for a domain error (also used by the callbacks' fast path)."""
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+    resp = JSONResponse(error_body(exc.code, exc.message, exc.details), status_of(exc))
+    if isinstance(exc, RateLimitedError):
+        resp.headers["Retry-After"] = str(exc.retry_after_s)  # RFC 9110 §10.2.3
+    return resp
 
 
 def unexpected_response(exc: Exception) -> JSONResponse:

@@ -10,10 +10,12 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.api import cards, catalog, health, messages, orders, profiles, recommend, wechat
+from app.api import cards, catalog, health, messages, orders, profiles, recommend, viewer, wechat
+from app.clientaddr import parse_networks
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware
-from app.metrics import Metrics, MetricsMiddleware
+from app.metrics import Metrics, MetricsMiddleware, OpsGateMiddleware, ops_networks
+from app.public_rate import PublicLimiter
 from app.services import Services, build_services
 from app.settings import Settings, get_settings
 from app.worker import start_background_worker
@@ -64,9 +66,14 @@ def create_app(settings: Settings | None = None, *,
     metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (health, wechat, messages, profiles, catalog, recommend, cards, orders):
+    app.state.public_limiter = PublicLimiter.from_settings(settings)  # /c, /s, /r, posters
+    for module in (health, wechat, messages, profiles, catalog, recommend, cards, viewer,
+                   orders):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.fast_path = wechat.CallbackFastPath(metrics=metrics, max_bytes=settings.max_body_bytes)
+    app.add_middleware(OpsGateMiddleware, networks=ops_networks(settings.ops_networks),
+                       trusted_proxies=parse_networks(settings.trusted_proxies))
+    app.fast_path = wechat.CallbackFastPath(metrics=metrics,
+                                            max_bytes=settings.max_callback_bytes)
     return app

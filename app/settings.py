@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_SHARE_SECRET = "change-me-share-secret"
+
 
 class WeChatSettings(BaseModel):
     """Official Account (公众号)."""
@@ -18,6 +20,9 @@ class WeChatSettings(BaseModel):
     aes_key: SecretStr | None = None  # the 43-character EncodingAESKey; None = plaintext mode
     app_secret: SecretStr | None = None
     api_base: str = "https://api.weixin.qq.com"
+    # plaintext | compatible | safe (issue 11, CONTRACTS §1); None = safe when an AES key is
+    # set, else plaintext. In safe and compatible modes an unencrypted POST is refused.
+    mode: Literal["plaintext", "compatible", "safe"] | None = None
 
 
 class WeComSettings(BaseModel):
@@ -70,7 +75,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     redis_url: str | None = None
     api_keys: str = ""  # comma-separated
-    share_secret: SecretStr = SecretStr("change-me-share-secret")
+    share_secret: SecretStr = SecretStr(DEFAULT_SHARE_SECRET)
+    # Earlier share secrets, comma-separated: codes made with them still verify, so printed
+    # QR codes survive a rotation (CONTRACTS §8).
+    share_secrets_old: SecretStr | None = None
+    # HMAC key of the ledger's chain head (issue 12); required outside demo mode.
+    ledger_key: SecretStr | None = None
+    # true lets serve/worker start with the documented default secrets and short API keys
+    # (make run, make demo, mingpian demo); otherwise they refuse to start (issue 11).
+    demo: bool = False
     public_base_url: str = "http://127.0.0.1:8000"
     embedder: str = "use"
     # BLAS threads of the embedder; None = one per core. On cores shared with other work,
@@ -93,6 +106,19 @@ class Settings(BaseSettings):
     extra_taxonomy_path: Path | None = None  # adds tags (or keywords to same-named tags)
     taxonomy_examples_path: Path | None = None  # example sentences; None = the shipped file
     max_body_bytes: int = 1024 * 1024
+    # WeChat/WeCom callbacks are a few KiB: their own, much smaller cap (CONTRACTS §1).
+    max_callback_bytes: int = 64 * 1024
+    max_callback_elements: int = 256  # XML elements (or JSON values) in one callback body
+    # Public pages (/c, /s, /r, posters): per-client limit in `limits` notation (§6).
+    public_rate_limit: str = "120/minute"
+    # Comma-separated addresses/CIDRs of reverse proxies whose X-Forwarded-For is believed;
+    # empty = never believe it.
+    trusted_proxies: str = ""
+    # Who may read /metrics and /docs (/openapi.json): comma-separated CIDRs, or "off".
+    ops_networks: str = "127.0.0.0/8,::1/128"
+    visit_retention_days: int = 180  # card visits older than this are purged
+    viewer_token_max_ttl_s: int = 7 * 86_400  # POST /v1/viewer-tokens caps ttl_s at this
+    purge_interval_s: float = 600.0  # how often expired keys and logs are purged
     queue_visibility_s: float = 30.0
     queue_max_attempts: int = 5
     worker_batch: int = 64

@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Sequence
 
+from app.purge import start_purger
 from app.services import INBOX, Services
 from store import QueueItem
 from store.consumer import ConsumerStats, run_consumer
@@ -26,17 +27,23 @@ def handle_inbox(services: Services, items: Sequence[QueueItem]) -> None:
 
 
 def run_worker(services: Services, *, stop: threading.Event) -> ConsumerStats:
-    """Consume the inbox until stop is set."""
+    """Consume the inbox, and purge on schedule (app/purge.py), until stop is set."""
     s = services.settings
     log.info("worker %s consuming %r (%s back-end)", consumer_name(), INBOX,
              services.store.backend)
-    return run_consumer(
-        services.store, queue=INBOX, consumer=consumer_name(), stop=stop,
-        handler=lambda items: handle_inbox(services, items),
-        item_handler=lambda item: handle_inbox(services, [item]),
-        max_items=s.worker_batch, visibility_s=s.queue_visibility_s,
-        max_attempts=s.queue_max_attempts,
-    )
+    # Every consumer also purges; one per interval does the work (a slot claim in the store).
+    purger = start_purger(services, stop=stop)
+    try:
+        return run_consumer(
+            services.store, queue=INBOX, consumer=consumer_name(), stop=stop,
+            handler=lambda items: handle_inbox(services, items),
+            item_handler=lambda item: handle_inbox(services, [item]),
+            max_items=s.worker_batch, visibility_s=s.queue_visibility_s,
+            max_attempts=s.queue_max_attempts,
+        )
+    finally:
+        stop.set()  # run_consumer only returns once stop is set, or on an error
+        purger.join(timeout=10)
 
 
 def start_background_worker(services: Services) -> tuple[threading.Thread, threading.Event]:

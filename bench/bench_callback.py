@@ -11,6 +11,10 @@ min–max in brackets. Needs `wrk` (apt-get install -y wrk) and, for Redis, `red
 
 The product runs with the embedded worker off (MINGPIAN_EMBEDDED_WORKER=false): this
 measures the acknowledgement alone; bench_e2e.py measures processing.
+
+`--sqlite-synchronous NORMAL,FULL` runs the SQLite product once per PRAGMA synchronous level
+in every run, side by side with one floor (issue 12: the cost of fsyncing every
+acknowledgement's commit; the product ships FULL).
 """
 
 from __future__ import annotations
@@ -144,12 +148,28 @@ def _floor_app() -> Any:
     return app
 
 
+_SYNC_ENV = "BENCH_SQLITE_SYNCHRONOUS"  # read by _product_app only
+
+
+def _product_app() -> Any:
+    """`mingpian serve`'s app, on the SQLite synchronous level this benchmark was asked for
+    (set in each server process, so also under `--processes N`)."""
+    import store.sqlite
+    from app.cli import serving_app
+
+    level = os.environ.get(_SYNC_ENV)
+    if level:
+        store.sqlite.SYNCHRONOUS = level
+    return serving_app()
+
+
 def serve(kind: str, port: int, processes: int = 1) -> None:
     """Run the product or the floor under uvicorn exactly as `mingpian serve` does
     (`--workers N` for several processes)."""
     import uvicorn
 
-    factory = "bench.bench_callback:_floor_app" if kind == "floor" else "app.cli:serving_app"
+    factory = ("bench.bench_callback:_floor_app" if kind == "floor"
+               else "bench.bench_callback:_product_app")
     uvicorn.run(factory, factory=True, workers=processes, host="127.0.0.1", port=port,
                 log_level="warning", access_log=False)
 
@@ -211,12 +231,16 @@ def _summary(values: list[float]) -> str:
 
 def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua: Path,
              work: Path, base_env: dict[str, str]) -> str:
-    """Run floor and product `args.runs` times each; return the BENCHMARKS.md row."""
-    results: dict[str, list[dict[str, Any]]] = {"product": [], "floor": []}
+    """Run floor and product `args.runs` times each; return the BENCHMARKS.md rows."""
+    levels = args.sqlite_synchronous.split(",") if args.sqlite_synchronous else []
+    products = [f"product:{lv}" for lv in levels] if backend == "sqlite" and levels else ["product"]
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in ("floor", *products)}
     for run in range(args.runs):
-        for kind in ("floor", "product"):
-            env = {**base_env, "MINGPIAN_DATA_DIR": str(work / f"data-{backend}-{conns}-{run}"),
-                   "MINGPIAN_REDIS_URL": ""}
+        for variant in ("floor", *products):
+            kind, _, level = variant.partition(":")
+            env = {**base_env, "MINGPIAN_DATA_DIR": str(work / f"data-{backend}-{conns}-{run}-"
+                                                        f"{variant.replace(':', '-')}"),
+                   "MINGPIAN_REDIS_URL": "", _SYNC_ENV: level}
             redis_proc = None
             if backend == "redis":
                 redis_proc, env["MINGPIAN_REDIS_URL"] = _start_redis(
@@ -230,12 +254,17 @@ def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua
                 _stop(proc)
                 if redis_proc is not None:
                     _stop(redis_proc)
-            results[kind].append(res)
-            print(f"{backend} {conns} conns {kind} run {run + 1}: "
+            results[variant].append(res)
+            print(f"{backend} {conns} conns {variant} run {run + 1}: "
                   f"p50 {res['p50_us'] / 1000:.2f} ms, p99 {res['p99_us'] / 1000:.2f} ms, "
                   f"{res['rps']:.0f} req/s, non-2xx {res['non2xx']}, "
                   f"socket errors {res['socket_errors']}", file=sys.stderr)
-    prod, floor = results["product"], results["floor"]
+    return "\n".join(_row(backend, conns, args, variant, results[variant], results["floor"])
+                     for variant in products)
+
+
+def _row(backend: str, conns: int, args: argparse.Namespace, variant: str,
+         prod: list[dict[str, Any]], floor: list[dict[str, Any]]) -> str:
     p50 = [r["p50_us"] / 1000 for r in prod]
     p99 = [r["p99_us"] / 1000 for r in prod]
     f50 = [r["p50_us"] / 1000 for r in floor]
@@ -248,6 +277,8 @@ def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua
         print(f"WARNING: {bad} failed requests against the product ({backend})",
               file=sys.stderr)
     procs = f", {args.processes} processes" if args.processes > 1 else ""
+    if ":" in variant:
+        procs += f", synchronous={variant.partition(':')[2]}"
     return (f"| callback ack, {backend}, {conns} conns{procs} | p50 {_summary(p50)} ms, "
             f"p99 {_summary(p99)} ms, {statistics.median(rps):.0f} req/s | "
             f"p50 {_summary(f50)} ms, p99 {_summary(f99)} ms, "
@@ -266,6 +297,9 @@ def main() -> int:
     p.add_argument("--backends", default="sqlite,redis")
     p.add_argument("--processes", type=int, default=1,
                    help="server processes for product and floor alike (`serve --workers`)")
+    p.add_argument("--sqlite-synchronous", default="",
+                   help="SQLite PRAGMA synchronous levels to compare, e.g. NORMAL,FULL "
+                   "(default: the product's own, FULL)")
     p.add_argument("--serve", choices=["product", "floor"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()

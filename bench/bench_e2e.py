@@ -147,7 +147,9 @@ class Worker:
     def __init__(self, env: dict[str, str]) -> None:
         self.ready = threading.Event()
         self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT,
-                                     env={**os.environ, **env, "MINGPIAN_LOG_LEVEL": "INFO"},
+                                     # demo mode: worker refuses the bench's weak secrets
+                                     env={**os.environ, "MINGPIAN_DEMO": "true", **env,
+                                          "MINGPIAN_LOG_LEVEL": "INFO"},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
         threading.Thread(target=self._read, daemon=True).start()

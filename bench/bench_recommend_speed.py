@@ -336,7 +336,8 @@ def main() -> None:
                                               20_000))
     env = os.environ | {"MINGPIAN_DATA_DIR": str(data), "MINGPIAN_API_KEYS": KEY,
                         "MINGPIAN_EMBEDDER": "use", "MINGPIAN_LOG_LEVEL": "WARNING",
-                        "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_REDIS_URL": ""}
+                        "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_REDIS_URL": "",
+                        "MINGPIAN_DEMO": "true"}  # a bench key: serve refuses it otherwise
     port = free_port()
     serve = Proc([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env, port)
     t = time.perf_counter()

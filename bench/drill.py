@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +140,12 @@ class Cluster:
         data.mkdir(exist_ok=True)
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT,
-                                env={**self.env, "MINGPIAN_DATA_DIR": str(data)},
-                                stdout=log, stderr=subprocess.STDOUT)
+                                # demo mode: serve and worker refuse the drill's weak secrets
+                                env={"MINGPIAN_DEMO": "true", **self.env,
+                                     "MINGPIAN_DATA_DIR": str(data)},
+                                stdout=log, stderr=subprocess.STDOUT,
+                                # A group of its own, children included: stop() ends it whole.
+                                start_new_session=True)
 
     def start_services(self) -> None:
         for i, port in enumerate(self.serve_ports):
@@ -179,6 +184,12 @@ class Cluster:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(timeout=10)
+        for p in self.serves + self.workers:
+            # Whatever is left of a process's group (the SIGKILLed worker's embedder children,
+            # had they not died with it) goes too: a drill leaves nothing running.
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
         if self.redis is not None and self.redis.poll() is None:
             self.redis.send_signal(signal.SIGTERM)
             self.redis.wait(timeout=30)
@@ -238,11 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serves", type=int, default=2)
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--workdir", type=Path,
+                    help="an empty directory for Redis, data and logs (default: a new temporary one, "
+                    "removed after a passing drill)")
     args = ap.parse_args(argv)
 
     print(f"building {args.messages} signed messages (+{args.dup_rate:.0%} duplicates)…")
     plan = build_plan(args.messages, args.dup_rate, users=args.users, groups=args.groups)
-    workdir = Path(tempfile.mkdtemp(prefix="mingpian-drill-"))
+    own_workdir = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="mingpian-drill-")) if own_workdir else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(workdir, serves=args.serves, workers=args.workers)
     try:
         cluster.start_redis()
@@ -274,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(figures, indent=2))
     ok = lost == 0 and doubled == 0 and not result.gave_up
     print("DRILL PASSED" if ok else "DRILL FAILED")
-    if ok:
+    if ok and own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0 if ok else 1
 

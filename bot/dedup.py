@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from bot.callback import XmlDoc, text_field
+from models.ids import ID_PATTERN
+
+_ID = re.compile(ID_PATTERN)
 
 # Fields that identify an event. Events have no MsgId, and FromUserName + CreateTime alone
 # collide: two different events in the same second are real (WxJava #1745, #3311). The key
@@ -43,6 +47,14 @@ def event_digest(doc: XmlDoc) -> str:
     return hashlib.sha256(
         json.dumps(canon, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
+
+
+def safe_id(value: str) -> str:
+    """Return value when it is a valid opaque id, else a stable id derived from it (how a
+    platform sender such as an openid becomes a user_id)."""
+    if _ID.match(value):
+        return value
+    return "h:" + hashlib.sha1(value.encode()).hexdigest()
 
 
 def message_key(msg_id: str) -> str:

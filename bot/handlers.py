@@ -7,9 +7,7 @@ replies are deduplicated by message id (see replies.py).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bot.callback import XmlDoc, text_field
-from bot.dedup import platform_key
+from bot.dedup import platform_key, safe_id
 from bot.inbox import KIND_MESSAGE, KIND_PLATFORM, KIND_REPLY
 from bot.replies import (
     WECHAT_CUSTOM,
@@ -26,7 +24,6 @@ from bot.replies import (
     Conversation,
     Replier,
 )
-from models.ids import ID_PATTERN
 from models.messages import ChatMessage
 from nlp.pipeline import MessagePipeline
 from store import Batch, QueueItem, Store
@@ -37,18 +34,10 @@ EVENTS_NS = "bot.events"  # counters: event name → count
 UNKNOWN_NS = "bot.unknown"  # counters: unknown message type → count
 REJECTED_NS = "bot.rejected"  # counters: reason → count
 
-_ID = re.compile(ID_PATTERN)
 _MAX_TEXT = 20_000
 # Message types whose text we can read; anything else is "unknown:<type>" and contentless.
 _KNOWN_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link",
                           "file"})
-
-
-def safe_id(value: str) -> str:
-    """Return value when it is a valid opaque id, else a stable id derived from it."""
-    if _ID.match(value):
-        return value
-    return "h:" + hashlib.sha1(value.encode()).hexdigest()
 
 
 def message_from_platform(source: str, fields: XmlDoc, *, received_at: int,

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from bot.callback import XmlDoc
-from bot.dedup import message_key, platform_key
+from bot.callback import XmlDoc, text_field
+from bot.dedup import message_key, platform_key, safe_id
 from models.messages import ChatMessage
 from nlp.privacy import redact
 from store import Store
@@ -29,6 +29,35 @@ KIND_REPLY = "reply"  # a reply to send: see bot/replies.py
 
 # Fields of a callback that carry what a person typed: redacted before they are queued.
 TEXT_FIELDS = ("Content", "Recognition", "Title", "Description", "Label")
+# Fields of a callback that name a person: the sender, and in contact events the external
+# contact and the member (erasure looks for the user in each).
+PERSON_FIELDS = ("FromUserName", "ExternalUserID", "UserID")
+# Reply channels addressed to one person (bot/replies.py): the address is a user id.
+_PERSONAL_CHANNELS = ("wecom_user", "wechat_custom")
+
+
+def concerns_user(payload: JSON, user_id: str) -> bool:
+    """Return whether a queue item (any kind) holds data of this user."""
+    kind = payload.get("kind")
+    if kind == KIND_MESSAGE:
+        msg = payload.get("message")
+        return isinstance(msg, dict) and msg.get("user_id") == user_id
+    if kind == KIND_PLATFORM:
+        fields = payload.get("fields")
+        if not isinstance(fields, dict):
+            return False
+        # The worker turns a sender into a user id with safe_id: match either form.
+        return any(v and user_id in (v, safe_id(v))
+                   for v in (text_field(fields, f) for f in PERSON_FIELDS))
+    if kind == KIND_REPLY:
+        return payload.get("user_id") == user_id or (
+            payload.get("channel") in _PERSONAL_CHANNELS and payload.get("address") == user_id)
+    return False
+
+
+def erase_queued(store: Store, queue: str, user_id: str) -> int:
+    """Delete the user's waiting, claimed and dead-lettered items; return how many went."""
+    return store.delete_queued(queue, match=lambda p: concerns_user(p, user_id))
 
 
 class Inbox:
@@ -62,6 +91,10 @@ class Inbox:
     def close(self) -> None:
         """Finish the shared write in flight."""
         self._group.close()
+
+    def erase_user(self, user_id: str) -> int:
+        """Delete every queued and dead-lettered item of the user; return how many went."""
+        return erase_queued(self.store, self.queue, user_id)
 
     def accept_message(self, msg: ChatMessage) -> bool:
         """Queue a chat message; return False when its msg_id was already queued."""

@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 
 from models.errors import UpstreamError
 from models.messages import ChatMessage
+from nlp.profile import erased_at
 from nlp.recommend import Recommendation, Recommender
 from store import Store
 
 log = logging.getLogger("mingpian.replies")
 
-RATE_NS = "bot.reply_rate"
+RATE_NS = "bot.reply_rate"  # conversation → the last reply's time; expires with the interval
 REPLY_LOG = "bot.replies"
+REPLY_LOG_KEEP = 10_000  # newest reply-log entries kept by purge(); older ones are trimmed
 
 # Channels a reply can take; see bot/platform.py.
 WECOM_USER = "wecom_user"  # message/send to one member
@@ -113,6 +115,7 @@ class Replier:
     recommender: Recommender | None
     senders: Mapping[str, Sender] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    log_keep: int = REPLY_LOG_KEEP  # newest reply-log entries purge() keeps
 
     def is_from_bot(self, msg: ChatMessage) -> bool:
         """Return whether a message was sent by a bot, ours or another's."""
@@ -144,16 +147,26 @@ class Replier:
         items = list(result.items)[: p.max_items]
         if not items or (not mentioned and items[0].score < p.confidence):
             return None
+        if self._erased(msg.user_id, msg.ts):
+            return None  # a message of an erased user, sent before the erasure, gets no answer
         # One reply per conversation per interval, across every worker: SET NX EX.
         if not self.store.first_seen(f"reply-rate:{conv.key}", p.min_interval_s):
             return None
-        self.store.put(RATE_NS, conv.key, {"at": now, "msg_id": msg.msg_id})
+        # Only the interval needs the record: it expires with it (nothing piles up).
+        self.store.put(RATE_NS, conv.key, {"at": now, "msg_id": msg.msg_id,
+                                           "user_id": msg.user_id},
+                       ttl_s=max(1, p.min_interval_s))
         return {
             "kind": "reply", "reply_id": msg.msg_id, "channel": conv.channel,
             "address": conv.address, "conversation": conv.key,
             "text": render(items, card_url=p.card_url, user_name=msg.user_name),
             "items": [it.id for it in items], "mentioned": mentioned,
+            "user_id": msg.user_id, "ts": msg.ts,
         }
+
+    def _erased(self, user_id: str, ts: int) -> bool:
+        at = erased_at(self.store, user_id)
+        return at is not None and ts <= at
 
     def send(self, job: Mapping[str, object]) -> bool:
         """Send a reply job once; return False when it was already sent (or has no channel)."""
@@ -161,6 +174,10 @@ class Replier:
         sender = self.senders.get(channel)
         if sender is None:
             log.warning("no sender for channel %s; reply %s dropped", channel, job["reply_id"])
+            return False
+        user_id = job.get("user_id")
+        if isinstance(user_id, str) and self._erased(user_id, _int(job.get("ts"))):
+            log.info("reply %s dropped: its asker was erased", job["reply_id"])
             return False
         marker = f"reply-sent:{job['reply_id']}"
         if not self.store.first_seen(marker, self.policy.dedup_ttl_s):
@@ -174,8 +191,40 @@ class Replier:
             raise
         self.store.append(REPLY_LOG, [{"reply_id": job["reply_id"], "channel": channel,
                                        "conversation": job.get("conversation", ""),
-                                       "items": job.get("items", []), "at": int(self.clock())}])
+                                       "items": job.get("items", []), "at": int(self.clock()),
+                                       "user_id": job.get("user_id")}])
         return True
+
+    def purge(self) -> int:
+        """Trim the reply log to its newest `log_keep` entries; return how many went."""
+        upto = self.store.log_length(REPLY_LOG) - self.log_keep
+        return self.store.trim_log(REPLY_LOG, upto=upto) if upto > 0 else 0
+
+    def erase_user(self, user_id: str) -> int:
+        """Erase the user from the reply log and the reply-rate state; return how many
+        entries and records were erased. Log entries keep their place (sequence numbers are
+        read by nothing but stay stable) with only the channel, time and items left."""
+        personal = {f"{ch}:{user_id}" for ch in (WECOM_USER, WECHAT_CUSTOM)}
+        redacted: dict[int, dict[str, object]] = {}
+        after = 0
+        while page := self.store.read_log(REPLY_LOG, after=after, limit=1000):
+            for seq, e in page:
+                if e.get("user_id") == user_id or e.get("conversation") in personal:
+                    redacted[seq] = {"erased": True, "channel": e.get("channel"),
+                                     "items": e.get("items", []), "at": e.get("at")}
+            after = page[-1][0]
+        n = self.store.replace_log_entries(REPLY_LOG, redacted)
+        # The rate records expire within the interval anyway; these go now.
+        for key, rec in list(self.store.scan(RATE_NS)):
+            if key in personal or rec.doc.get("user_id") == user_id:
+                n += int(self.store.delete(RATE_NS, key))
+        for key in personal:
+            self.store.forget(f"reply-rate:{key}")
+        return n
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _strip_mentions(text: str, names: Sequence[str]) -> str:

@@ -3,6 +3,14 @@
 Each entry carries `seq` (1, 2, ...), `prev_hash` (the previous entry's `hash`, or 64 zeros
 for the first) and `hash = sha256(prev_hash + canonical_json(entry without "hash"))`, so an
 edited, deleted or reordered entry breaks the chain at that entry.
+
+The chain alone cannot tell a ledger whose last entries were removed (and whose recorded head
+was rewound to match) from a shorter honest one, and anyone who can write the store can
+re-hash everything after an edit. So the head (the last entry's hash and the entry count) is
+signed with HMAC-SHA256 under `MINGPIAN_LEDGER_KEY`, a key the store never holds: a rewritten
+or cut chain needs a new head tag, which only the key's holder can make. A stolen old head
+(an earlier, validly signed one put back with the entries after it) is caught only by
+comparing with a head anchored elsewhere (`mingpian audit head`, `audit verify --expect-head`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 GENESIS_HASH = "0" * 64
+# The key used when MINGPIAN_LEDGER_KEY is not set (demo mode and tests): public, so it proves
+# nothing; serve and worker refuse to start without a real key outside demo mode.
+DEMO_LEDGER_KEY = b"mingpian-demo-ledger-key (public, not a secret)"
+_HEAD_TAG_VERSION = "mingpian-ledger-head:v1"
 PSEUDONYM_PREFIX = "anon:"
 _CHAIN_FIELDS = ("seq", "prev_hash", "hash")
 
@@ -106,6 +118,17 @@ def verify(
             reason=f"the chain ends before the recorded head: entries from {expected_seq} are missing",
         )
     return VerifyResult(ok=True)
+
+
+def head_tag(*, key: bytes, count: int, head: str) -> str:
+    """Return the hex HMAC-SHA256 under key of the ledger's head: its entry count and last hash."""
+    message = f"{_HEAD_TAG_VERSION}:{count}:{head}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def head_tag_ok(tag: str, *, key: bytes, count: int, head: str) -> bool:
+    """Return whether tag is the head tag of (count, head) under key (constant-time compare)."""
+    return hmac.compare_digest(tag, head_tag(key=key, count=count, head=head))
 
 
 def pseudonymise(user_id: str, *, secret: bytes | str) -> str:

@@ -17,18 +17,43 @@ How an event becomes ledger entries
    crash between 1 and 2 leaves a backlog that the next webhook, read or
    `mingpian ledger apply` catches up; a crash after 2 makes the mall retry, which is a
    duplicate.
+
+Why the ledger cannot be edited quietly
+---------------------------------------
+Whoever can write the store could edit an entry and re-hash the rest of the chain, cut the
+last entries and rewind the recorded head, or edit the per-beneficiary copies that balances
+used to be read from. So (issue 12):
+
+- the cursor's head (entry count and last hash) carries an HMAC tag under the ledger key,
+  which the store never holds; the applier refuses to extend a head whose tag is wrong (it
+  would otherwise sign a forgery), and `audit verify` reports it;
+- balances come from the chain itself, verified on read: each `PlanLedger` keeps the entries
+  it has verified (from genesis up to a validly signed head) and reads only the new ones
+  after that, so an edit of an entry or a copy never changes a balance it reports;
+- `audit verify` also compares every beneficiary's copies with the chain, and may compare
+  the head with one anchored elsewhere (`--expect-head`, printed by `audit head`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cards.ledger import GENESIS_HASH, VerifyResult, chain, verify
+from cards.ledger import (
+    DEMO_LEDGER_KEY,
+    GENESIS_HASH,
+    VerifyResult,
+    chain,
+    head_tag,
+    head_tag_ok,
+    verify,
+)
 from cards.plan import (
+    BindingRefused,
     BindPolicy,
     LedgerDraft,
     MemoryPlanState,
@@ -39,6 +64,7 @@ from cards.plan import (
     rewards_view,
 )
 from cards.plan_store import (
+    APPLIED,
     CURSOR_KEY,
     LOG_EVENTS,
     LOG_LEDGER,
@@ -53,7 +79,13 @@ from cards.plan_store import (
     plan_config_doc,
 )
 from cards.pseudonyms import NS_ANON, Pseudonyms
-from models.errors import ConflictError, NotFoundError, StoreUnavailableError
+from models.errors import (
+    AppError,
+    ConflictError,
+    NotFoundError,
+    StoreUnavailableError,
+    ValidationFailed,
+)
 from store import Batch, CommitResult, Store
 
 log = logging.getLogger("mingpian.cards.orders")
@@ -66,6 +98,8 @@ LOCK_WAIT_S = 6.0  # past the TTL: a dead holder never blocks a webhook for long
 ROUND_EVENTS = 200  # events per commit
 DEDUP_TTL_S = 10 * 365 * 86_400  # the mall may replay an order event at any time
 CORRECTION_REASON = "rebuild:correction"
+# A mall clock a little ahead of ours is normal; an event dated further ahead is refused.
+MAX_FUTURE_TS_S = 300
 
 
 class BindingRefusedError(ConflictError):
@@ -84,6 +118,37 @@ class OrderConflictError(ConflictError):
     code = "order_conflict"
 
 
+class InvalidOrderError(ValidationFailed):
+    """An order event whose amounts or time cannot be true (refused before it is stored)."""
+
+    code = "invalid_order"
+
+
+class LedgerIntegrityError(AppError):
+    """The stored ledger fails verification: nothing is read from it or added to it."""
+
+    code = "ledger_integrity"
+
+
+def check_order(event: OrderEvent, *, now: float) -> None:
+    """Raise InvalidOrderError unless the event's items fit its amount and its ts is not ahead.
+
+    Items summing to more than `amount_cents` would pay rewards on money never paid (1,000.00
+    of eligible items on a 10.00 order); a `ts` far in the future is a clock error or a forgery.
+    """
+    if event.eligible_cents > event.amount_cents:
+        raise InvalidOrderError(
+            f"the reward-eligible items sum to {event.eligible_cents} cents, more than "
+            f"amount_cents {event.amount_cents}")
+    if event.items_cents > event.amount_cents:
+        raise InvalidOrderError(
+            f"the items sum to {event.items_cents} cents, more than amount_cents "
+            f"{event.amount_cents}")
+    if event.ts > now + MAX_FUTURE_TS_S:
+        raise InvalidOrderError(
+            f"ts {event.ts} is more than {MAX_FUTURE_TS_S} s ahead of the service's clock")
+
+
 @dataclass(frozen=True)
 class Submitted:
     """The answer to an order webhook or a binding."""
@@ -100,11 +165,33 @@ class Cursor:
     events: int = 0
     ledger: int = 0
     head: str = GENESIS_HASH
-    version: int = 0
+    version: int = 0  # 0: no cursor stored yet (a fresh store)
+    tag: str = ""  # HMAC of (ledger, head) under the ledger key
 
     def to_dict(self) -> JSONDoc:
         """Return the stored form."""
-        return {"events": self.events, "ledger": self.ledger, "head": self.head}
+        return {"events": self.events, "ledger": self.ledger, "head": self.head,
+                "tag": self.tag}
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """The ledger's head as `mingpian audit head` prints it, and whether its tag is valid."""
+
+    count: int
+    head: str
+    tag: str
+    valid: bool
+
+
+class _VerifiedEntries:
+    """The ledger entries one process has verified, per beneficiary: what balances read."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.head = GENESIS_HASH
+        self.by_beneficiary: dict[str, list[JSONDoc]] = {}
+        self.lock = threading.Lock()
 
 
 @dataclass
@@ -144,6 +231,7 @@ class PlanLedger:
         window_days: int,
         resolve_code: Callable[[str], str | None],
         clock: Callable[[], float],
+        ledger_key: bytes = DEMO_LEDGER_KEY,
     ) -> None:
         self.store = store
         self.config = config
@@ -152,6 +240,8 @@ class PlanLedger:
         self.resolve_code = resolve_code
         self.clock = clock
         self.names = Pseudonyms(store)
+        self.ledger_key = ledger_key
+        self._verified = _VerifiedEntries()
 
     # ------------------------------------------------------------------ accept
 
@@ -182,7 +272,11 @@ class PlanLedger:
 
     def submit_order(self, event: OrderEvent, *, ref_code: str | None, apply: bool = True
                      ) -> Submitted:
-        """Accept an order webhook (user ids in event), then apply it; duplicates change nothing."""
+        """Accept an order webhook (user ids in event), then apply it; duplicates change nothing.
+
+        An event that cannot be true (`check_order`) raises InvalidOrderError, storing nothing.
+        """
+        check_order(event, now=self.clock())
         sharer = self.resolve_code(ref_code) if ref_code else None
         once = f"plan-order:{event.order_id}:{event.status}:{event.refund_cents}"
         for _ in range(10):
@@ -204,12 +298,20 @@ class PlanLedger:
         raise StoreUnavailableError("could not record the order event (too many races)")
 
     def submit_bind(self, user_id: str, *, code: str, apply: bool = True) -> Submitted:
-        """Accept a binding of user_id to the sharer of code, then apply it."""
+        """Accept a binding of user_id to the sharer of code, then apply it.
+
+        Under policy "first" a binding whose answer the applied state already fixes (the
+        user is bound, or it would close a cycle) is answered without being appended
+        (`_settled_bind`); its `Submitted` then has no event_id.
+        """
         sharer = self.resolve_code(code)
         if sharer is None:
             raise NotFoundError(f"unknown share code {code!r}")
         if sharer == user_id:
             raise BindingRefusedError("self_referral", "a user cannot refer itself")
+        settled = self._settled_bind(user_id, sharer) if apply else None
+        if settled is not None:
+            return Submitted(duplicate=False, outcome=settled)
         for _ in range(10):
             res = self.names.resolve([user_id, sharer])
             doc = self._stamp({"type": "bind", "user_id": res.names[user_id],
@@ -219,6 +321,45 @@ class PlanLedger:
                     is CommitResult.OK:
                 return self._answer(doc["event_id"], apply)
         raise StoreUnavailableError("could not record the binding (too many races)")
+
+    def _settled_bind(self, user_id: str, sharer: str) -> Outcome | None:
+        """Return the answer a binding already has, or None when it must be appended.
+
+        Under policy "first" a binding is final and links never change, so once the applied
+        state shows the user bound, every later binding of it has a fixed answer whatever
+        is appended meanwhile: the same referrer is a no-op success, another one is refused
+        "already_bound". Likewise a referrer whose chain of referrers already holds the
+        (unbound) user is refused "cycle". Such a binding changes nothing, so it is answered
+        from the applied state, by the engine itself, without growing the event log (issue
+        12 point 5: a mall calls bind on every login). Anything else is appended as usual:
+        other policies, a user never seen, a binding that would change the graph, and any
+        binding while a backlog waits (it may bind this user, or carry another policy).
+        """
+        if self.policy != "first" or self.pending() > 0:
+            return None
+        name = self.names.get(user_id)
+        if name is None:
+            return None  # never reached the plan (or erased): unbound
+        # A sharer without a pseudonym gets a fresh one (not stored): it has no node.
+        referrer = self.names.get(sharer) or self.names.resolve([sharer]).names[sharer]
+        state = StorePlanState(self.store)
+        engine = PlanEngine(self.config, state, bind_policy="first",
+                            bind_window_days=self.window_days)
+        try:
+            engine.bind(name, referrer, ts=int(self.clock()))
+        except BindingRefused as e:
+            if e.reason_code == "already_bound":
+                return Outcome("refused", e.reason_code, e.message)
+            if e.reason_code == "cycle" and not self._is_bound(name):
+                # Read after the chain of referrers: the links found stay (policy "first"),
+                # so a user still unbound now would close a cycle.
+                return Outcome("refused", e.reason_code, e.message)
+            return None
+        return APPLIED if not state.puts() else None  # a no-op writes nothing
+
+    def _is_bound(self, name: str) -> bool:
+        rec = self.store.get(NS_USER, name)
+        return rec is not None and rec.doc.get("referrer") is not None
 
     def _answer(self, event_id: str, apply: bool) -> Submitted:
         if apply:
@@ -238,7 +379,30 @@ class PlanLedger:
         if rec is None:
             return Cursor()
         d = rec.doc
-        return Cursor(int(d["events"]), int(d["ledger"]), str(d["head"]), rec.version)
+        return Cursor(int(d["events"]), int(d["ledger"]), str(d["head"]), rec.version,
+                      str(d.get("tag", "")))
+
+    def _signed(self, *, events: int, ledger: int, head: str) -> Cursor:
+        return Cursor(events, ledger, head,
+                      tag=head_tag(key=self.ledger_key, count=ledger, head=head))
+
+    def head_ok(self, cur: Cursor) -> bool:
+        """Return whether the cursor's head carries a valid tag (a fresh store has none)."""
+        if cur.version == 0:
+            return cur.ledger == 0 and cur.head == GENESIS_HASH
+        return head_tag_ok(cur.tag, key=self.ledger_key, count=cur.ledger, head=cur.head)
+
+    def _require_head(self, cur: Cursor) -> None:
+        if not self.head_ok(cur):
+            raise LedgerIntegrityError(
+                f"the ledger's recorded head (entry {cur.ledger}) has no valid HMAC tag: it was "
+                "rewound or rewritten, or MINGPIAN_LEDGER_KEY is not the key that signed it; "
+                "run `mingpian audit verify`")
+
+    def head(self) -> SignedHead:
+        """Return the ledger's head (entry count, last hash, HMAC tag) for anchoring elsewhere."""
+        cur = self.cursor()
+        return SignedHead(cur.ledger, cur.head, cur.tag, self.head_ok(cur))
 
     def pending(self) -> int:
         """Return how many accepted events wait to be applied."""
@@ -262,6 +426,8 @@ class PlanLedger:
             events = self.store.read_log(LOG_EVENTS, after=cur.events, limit=ROUND_EVENTS)
             if not events:
                 return 0
+            # Extending a forged head would sign it: refuse, whatever the events are.
+            self._require_head(cur)
             state = StorePlanState(self.store)
             rows: list[JSONDoc] = []
             outcomes: list[tuple[str, str, JSONDoc]] = []
@@ -275,7 +441,7 @@ class PlanLedger:
                 rows += chained
                 out = outcome.to_dict() | {"seq": seq, "entries": [r["seq"] for r in chained]}
                 outcomes.append((NS_OUTCOME, str(doc.get("event_id", f"seq-{seq}")), out))
-            new = Cursor(events[-1][0], ledger_len, head)
+            new = self._signed(events=events[-1][0], ledger=ledger_len, head=head)
             batch = Batch(
                 puts=[*state.puts(), *outcomes, (NS_META, CURSOR_KEY, new.to_dict())],
                 appends=[(LOG_LEDGER, r) for r in rows]
@@ -302,12 +468,41 @@ class PlanLedger:
         linked = self.names.user_ids(names)
         return {n: linked.get(n, n) for n in names}
 
+    def _verified_rows(self, name: str) -> list[JSONDoc]:
+        """Return the beneficiary's entries from the chain, verified up to the signed head."""
+        idx = self._verified
+        with idx.lock:
+            cur = self.cursor()
+            self._require_head(cur)
+            if cur.ledger < idx.count or (cur.ledger == idx.count and cur.head != idx.head):
+                raise LedgerIntegrityError(
+                    f"the ledger's head went back from entry {idx.count} to {cur.ledger}: "
+                    "entries were cut; run `mingpian audit verify`")
+            rows: list[JSONDoc] = []
+            while len(rows) < cur.ledger - idx.count:
+                page = self.store.read_log(LOG_LEDGER, after=idx.count + len(rows),
+                                           limit=min(1000, cur.ledger - idx.count - len(rows)))
+                if not page:
+                    break
+                rows += [row for _, row in page]
+            # Only the entries after those verified before are read: the chain from the last
+            # verified hash to the signed head is checked, so nothing edited is ever counted.
+            result = verify(rows, prev_hash=idx.head, start_seq=idx.count + 1,
+                            head_hash=cur.head)
+            if not result.ok:
+                raise LedgerIntegrityError(f"the ledger fails verification at entry "
+                                           f"{result.first_bad_seq}: {result.reason}")
+            for row in rows:
+                idx.by_beneficiary.setdefault(str(row["beneficiary"]), []).append(row)
+            idx.count, idx.head = cur.ledger, cur.head
+            return list(idx.by_beneficiary.get(name, ()))
+
     def rewards(self, user_id: str) -> JSONDoc:
-        """Return the body of `GET /v1/rewards?user_id=U`."""
+        """Return the body of `GET /v1/rewards?user_id=U`, read from the verified chain."""
         name = self.names.get(user_id)
         if name is None:
             return {"entries": [], "balances": {"pending_cents": 0, "payable_cents": 0}}
-        rows = [row for _, row in self._iter_log(beneficiary_log(name))]
+        rows = self._verified_rows(name)
         view = rewards_view(rows, user_id=name, now_ts=int(self.clock()), config=self.config)
         ids = self._to_user_ids([u for e in view["entries"] for u in e["path"]])
         for entry in view["entries"]:
@@ -337,17 +532,70 @@ class PlanLedger:
 
     # ------------------------------------------------------------------ audit
 
-    def verify(self) -> VerifyResult:
-        """Recompute the hash chain of the stored ledger; name the first altered entry."""
+    def verify(self, *, expect_head: str | None = None) -> VerifyResult:
+        """Check the stored ledger; name the first altered entry.
+
+        In order: the hash chain up to the recorded head (an edited, deleted or reordered
+        entry), entries past the head, the head's HMAC tag (a cut tail: entries removed and
+        the head rewound), every beneficiary's copies against the chain, and with
+        expect_head, that a head anchored elsewhere is still in the chain.
+        """
         with self.store.lock(LOCK, ttl_s=LOCK_TTL_S, wait_s=LOCK_WAIT_S):
             rows = self.ledger_rows()
             cur = self.cursor()
+            by_name: dict[str, list[JSONDoc]] = {}
+            for row in rows[: cur.ledger]:
+                by_name.setdefault(str(row.get("beneficiary")), []).append(row)
+            copies = {name: [r for _, r in self._iter_log(beneficiary_log(name))]
+                      for name in by_name}
         result = verify(rows[: cur.ledger], head_hash=cur.head)
-        if result.ok and len(rows) > cur.ledger:
+        if not result.ok:
+            return result
+        if len(rows) > cur.ledger:
             return VerifyResult(False, cur.ledger + 1,
                                 f"entry {cur.ledger + 1} was never written by the applier "
                                 f"(the chain's recorded head is entry {cur.ledger})")
-        return result
+        if not self.head_ok(cur):
+            return VerifyResult(False, cur.ledger + 1,
+                                f"the recorded head (entry {cur.ledger}) has no valid HMAC tag: "
+                                "entries from here on were cut and the head rewound (or the "
+                                "head was rewritten, or MINGPIAN_LEDGER_KEY is not the key "
+                                "that signed it)")
+        bad = _first_bad_copy(by_name, copies)
+        if bad is not None:
+            seq, name = bad
+            who = self.names.user_ids([name]).get(name, name)
+            return VerifyResult(False, seq,
+                                f"the copy of entry {seq} in the rewards view of {who} differs "
+                                "from the chain (edited, deleted, added or moved)")
+        if expect_head is not None and expect_head != GENESIS_HASH \
+                and expect_head not in {r.get("hash") for r in rows}:
+            return VerifyResult(False, None,
+                                f"the anchored head {expect_head} is not in the chain: the "
+                                "ledger was rewritten or cut back past it")
+        return VerifyResult(ok=True)
+
+    def sign_head(self) -> VerifyResult:
+        """Sign the recorded head with the ledger key once the chain up to it checks out.
+
+        For a ledger written before the head was keyed, or after the key was rotated: the
+        operator vouches that the head is genuine (compare it with an anchored one first).
+        """
+        with self.store.lock(LOCK, ttl_s=60, wait_s=LOCK_WAIT_S):
+            rows = self.ledger_rows()
+            cur = self.cursor()
+            result = verify(rows[: cur.ledger], head_hash=cur.head)
+            if not result.ok:
+                return result
+            if len(rows) > cur.ledger:
+                return VerifyResult(False, cur.ledger + 1,
+                                    f"entry {cur.ledger + 1} was never written by the applier")
+            new = self._signed(events=cur.events, ledger=cur.ledger, head=cur.head)
+            batch = Batch(puts=[(NS_META, CURSOR_KEY, new.to_dict())],
+                          checks=[(NS_META, CURSOR_KEY, cur.version)])
+            if self.store.commit(batch) is not CommitResult.OK:
+                raise ConflictError("the ledger moved while signing its head; run it again")
+        return VerifyResult(ok=True)
 
     def rebuild(self, *, write: bool = False) -> RebuildReport:
         """Replay the stored events into a fresh state and compare with the stored ledger.
@@ -393,9 +641,11 @@ class PlanLedger:
 
     def _write_rebuild(self, cur: Cursor, state: MemoryPlanState,
                        corrections: list[LedgerDraft]) -> None:
+        self._require_head(cur)
         rows = chain([c.to_dict() for c in corrections], prev_hash=cur.head,
                      start_seq=cur.ledger + 1)
-        new = Cursor(cur.events, cur.ledger + len(rows), rows[-1]["hash"] if rows else cur.head)
+        new = self._signed(events=cur.events, ledger=cur.ledger + len(rows),
+                           head=rows[-1]["hash"] if rows else cur.head)
         puts: list[tuple[str, str, JSONDoc]] = [(NS_USER, k, v) for k, v in state.users.items()]
         puts += [(NS_ORDER, k, v) for k, v in state.orders.items()]
         deletes = [(NS_USER, k) for k, _ in self.store.scan(NS_USER) if k not in state.users]
@@ -414,6 +664,24 @@ class PlanLedger:
     def erase_user(self, user_id: str) -> bool:
         """Unlink the user from the plan (ledger rows stay under an unlinkable pseudonym)."""
         return self.names.erase(user_id)
+
+
+def _first_bad_copy(chained: Mapping[str, Sequence[JSONDoc]],
+                    copies: Mapping[str, Sequence[JSONDoc]]) -> tuple[int, str] | None:
+    """Return (seq, beneficiary) of the first entry whose copy differs from the chain."""
+    worst: tuple[int, str] | None = None
+    for name, rows in chained.items():
+        mine = copies.get(name, ())
+        for i in range(max(len(rows), len(mine))):
+            row = rows[i] if i < len(rows) else None
+            copy = mine[i] if i < len(mine) else None
+            if row != copy:
+                # A copy past the chain's rows names the next seq the beneficiary would have.
+                seq = int(row["seq"]) if row is not None else int(rows[-1]["seq"]) + 1
+                if worst is None or seq < worst[0]:
+                    worst = (seq, name)
+                break
+    return worst
 
 
 def _corrections(stored: Sequence[JSONDoc], rebuilt: Sequence[JSONDoc], *, ts: int

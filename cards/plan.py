@@ -17,6 +17,11 @@ Decisions taken where the contract leaves room (each one is also tested):
   `refund_cents` is read as the cumulative refund; the order keeps the highest one seen.
 - A withheld reward whose beneficiary is not on the buyer's referrer chain gets the path
   `[buyer, beneficiary]` (there is no referral path to name).
+- Freeze days run from when the `completed` event was received (`OrderEvent.received_ts`,
+  stamped by the service's clock and stored with the event, so a replay agrees), not from its
+  `ts`: a back-dated `ts` never skips the freeze (issue 12, overriding CONTRACTS §7). An event
+  without `received_ts` (engine-level callers) uses its `ts`. A ledger entry's `completed_ts`
+  is that start of the freeze.
 - Rates (`*_bp`) are clamped to 0..10000, `slide_count` and `freeze_days` to >= 0; the
   effective agent threshold is at least 1 cent, so E = 0 never promotes.
 """
@@ -420,6 +425,9 @@ class OrderEvent:
     refund_cents: int = 0
     items: tuple[OrderItem, ...] = ()
     referrer_id: str | None = None
+    # When the service received the event (its clock, not the mall's `ts`): the freeze of a
+    # `completed` event runs from here, so a back-dated `ts` cannot skip it (issue 12).
+    received_ts: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in _STATUSES:
@@ -433,6 +441,17 @@ class OrderEvent:
     def eligible_cents(self) -> int:
         """Return E: the sum of this event's reward-eligible items."""
         return sum(item.amount_cents for item in self.items if item.reward_eligible)
+
+    @property
+    def items_cents(self) -> int:
+        """Return the sum of all this event's items, eligible or not."""
+        return sum(item.amount_cents for item in self.items)
+
+    @property
+    def effective_ts(self) -> int:
+        """Return when the event counts as having happened for the freeze: its receipt time
+        when known (events from the webhook), else its `ts` (engine-level callers)."""
+        return self.ts if self.received_ts is None else self.received_ts
 
     def to_dict(self) -> JSONDict:
         """Return the event as a plain JSON-able dict."""
@@ -452,7 +471,7 @@ class OrderEvent:
             ],
             "referrer_id": self.referrer_id,
             "ts": self.ts,
-        }
+        } | ({} if self.received_ts is None else {"received_ts": self.received_ts})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OrderEvent:
@@ -481,6 +500,7 @@ class OrderEvent:
             items=tuple(items),
             referrer_id=_opt_str(data, "referrer_id"),
             ts=_as_int(_req(data, "ts"), "ts"),
+            received_ts=_opt_int(data, "received_ts"),
         )
 
 
@@ -835,11 +855,13 @@ class PlanEngine:
         if event.status == "completed" and order.completed_ts is None:
             eligible = event.eligible_cents
             order.amount_cents = event.amount_cents
-            order.completed_ts = event.ts
+            # The freeze runs from receipt, not from the mall's (possibly back-dated) ts.
+            order.completed_ts = event.effective_ts
             order.eligible_cents = eligible
             # Role and team changes come before this order's rewards.
             self._promote(session, buyer=buyer, eligible_cents=eligible, ts=event.ts)
-            drafts.extend(self._rewards(session, order=order, buyer=buyer, ts=event.ts))
+            drafts.extend(self._rewards(session, order=order, buyer=buyer,
+                                        completed_ts=order.completed_ts, ts=event.ts))
         if order.completed_ts is not None:
             drafts.extend(self._reversals(order, ts=event.ts))
         session.put_order(order)
@@ -929,7 +951,8 @@ class PlanEngine:
         return [c for c in found if c.beneficiary != buyer.user_id]
 
     def _rewards(
-        self, session: _Session, *, order: OrderRecord, buyer: UserNode, ts: int
+        self, session: _Session, *, order: OrderRecord, buyer: UserNode, completed_ts: int,
+        ts: int,
     ) -> list[LedgerDraft]:
         eligible = order.eligible_cents or 0
         candidates = self._candidates(session, buyer=buyer, eligible=eligible)
@@ -952,7 +975,7 @@ class PlanEngine:
                     base_cents=c.base_cents,
                     reason=reason,
                     path=tuple(path),
-                    completed_ts=ts,
+                    completed_ts=completed_ts,
                     ts=ts,
                 )
             )

@@ -5,10 +5,12 @@ whole step atomically (see cards/orders.py for the applier):
 
     plan.events          log     every accepted order event and binding, in arrival order
     plan.ledger          log     the hash-chained ledger (cards/ledger.py)
-    plan.ben.<name>      log     copies of one beneficiary's ledger entries (the rewards view)
+    plan.ben.<name>      log     copies of one beneficiary's ledger entries, for exports;
+                                 balances never read them, `audit verify` checks them
     plan.user/<name>     record  a user of the referral graph (cards/plan.py UserNode)
     plan.order/<id>      record  an order (cards/plan.py OrderRecord)
-    plan.meta/cursor     record  how far the applier got: events applied, ledger length, head
+    plan.meta/cursor     record  how far the applier got: events applied, ledger length, head,
+                                 and the head's HMAC tag (cards/ledger.py `head_tag`)
     plan.outcome/<id>    record  what became of one event (so its webhook can answer)
     plan.alias, plan.anon         pseudonyms (cards/pseudonyms.py)
 
@@ -20,7 +22,7 @@ the same ledger even after the settings change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cards.plan import (
@@ -154,7 +156,11 @@ def apply_event(state: PlanState, doc: JSONDoc) -> tuple[Outcome, list[LedgerDra
             engine.bind(str(doc["user_id"]), str(doc["referrer_id"]), ts=int(doc["ts"]))
             return APPLIED, []
         if doc.get("type") == "order":
-            return APPLIED, engine.apply_order_event(OrderEvent.from_dict(doc["order"]))
+            event = OrderEvent.from_dict(doc["order"])
+            if event.received_ts is None and doc.get("received_ts") is not None:
+                # The receive time stamped on the stored event starts the freeze (issue 12).
+                event = replace(event, received_ts=int(doc["received_ts"]))
+            return APPLIED, engine.apply_order_event(event)
         return Outcome("refused", "unknown_event", f"unknown event type {doc.get('type')!r}"), []
     except (BindingRefused, OrderConflict) as e:
         return Outcome("refused", e.reason_code, e.message), []

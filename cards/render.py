@@ -5,7 +5,12 @@ system fonts, no web fonts. Everything user-supplied is escaped (autoescape on).
 
 The poster needs a CJK font on the server (camel-store-api #7: posters full of boxes). We
 look for one the install provides (Debian `fonts-wqy-microhei` or `fonts-noto-cjk`, which
-`make venv` installs) and refuse to draw without one.
+`make venv` installs) and refuse to draw without one. A failed look-up is remembered for the
+life of the process: otherwise every poster request would run fc-match again.
+
+The page never prints an item's reason: a reason like "因为你最近聊到「辅食添加」" comes from
+the viewer's chat and belongs to API answers only (a card page can be opened by anyone).
+Its one inline script carries the response's CSP nonce.
 """
 
 from __future__ import annotations
@@ -69,7 +74,6 @@ class PageItem:
     title: str
     href: str
     price: str
-    reason: str
     kind: str
 
 
@@ -92,17 +96,19 @@ class PageRenderer:
         page_url: str,
         poster_url: str,
         personal: bool,
+        csp_nonce: str,
     ) -> str:
-        """Return the page's HTML; items come with the href each one links through."""
+        """Return the page's HTML; items come with the href each one links through.
+
+        Items may be ordered for the viewer, but no reason is shown (see the module doc)."""
         parts = [p for p in (card.title, card.company) if p]
         description = " · ".join(parts) or "我的名片"
         if card.bio:
             description += " — " + card.bio[:80]
-        shown = [PageItem(i.title, href, price_text(i.price_cents), i.reason, i.kind)
-                 for i, href in items]
+        shown = [PageItem(i.title, href, price_text(i.price_cents), i.kind) for i, href in items]
         return self.env.get_template("card.html").render(
             card=card, items=shown, page_url=page_url, poster_url=poster_url,
-            description=description, initial=_initial(card.name),
+            description=description, initial=_initial(card.name), csp_nonce=csp_nonce,
             items_heading="为你推荐" if personal else "热门好物",
         )
 
@@ -121,9 +127,26 @@ def _has_cjk(path: str) -> bool:
     return a.getbbox() is not None and bytes(a) != bytes(b)
 
 
-@lru_cache(maxsize=8)
 def find_cjk_font(preferred: str | None = None) -> str:
     """Return the path of an installed font with Chinese glyphs, or raise FontMissingError."""
+    path = _lookup_font(preferred)
+    if path is None:
+        raise FontMissingError(
+            "no CJK font found for posters: install Debian's fonts-wqy-microhei "
+            "(make venv does) or set MINGPIAN_POSTER_FONT to a .ttf/.ttc/.otf with Chinese "
+            "glyphs, then restart"
+        )
+    return path
+
+
+def clear_font_cache() -> None:
+    """Forget earlier font look-ups, found or not (tests; a font installed at run time)."""
+    _lookup_font.cache_clear()
+
+
+@lru_cache(maxsize=8)
+def _lookup_font(preferred: str | None) -> str | None:
+    """Return a font path with Chinese glyphs or None; both answers are cached."""
     candidates = [preferred] if preferred else []
     candidates += list(FONT_CANDIDATES)
     fc_match = shutil.which("fc-match")
@@ -138,10 +161,7 @@ def find_cjk_font(preferred: str | None = None) -> str:
     for path in candidates:
         if path and Path(path).is_file() and _has_cjk(path):
             return path
-    raise FontMissingError(
-        "no CJK font found for posters: install Debian's fonts-wqy-microhei "
-        "(make venv does) or set MINGPIAN_POSTER_FONT to a .ttf/.ttc/.otf with Chinese glyphs"
-    )
+    return None
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, width: int,

@@ -13,19 +13,26 @@ Store family ``share``:
     share.bysharer/<sharer_id>|<code>       index for erasure
     share.visit/<card_id>|<day>|<visitor>   one visit per visitor per local day, with clicks
     share.byvisitor/<visitor>|<card_id>|<day>  index for erasure
+
+Visits are kept for a retention period (``purge_visits``), and a visit lists each item
+clicked once, so neither the radar nor its totals grow with repeated requests.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models.errors import ValidationFailed
 from store import Batch, CommitResult, Store
 
 NS_CODE = "share.code"
@@ -37,6 +44,7 @@ NS_BYVISITOR = "share.byvisitor"
 CODE_LENGTH = 22
 CODE_RE = re.compile(rf"^[0-9A-Za-z]{{{CODE_LENGTH}}}$")
 MAX_CLICKS_PER_VISIT = 200
+_PURGE_CHUNK = 500
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -61,6 +69,36 @@ def local_day(ts: float, *, tz_offset_hours: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts + tz_offset_hours * 3600))
 
 
+def _sort_key(row: dict[str, Any]) -> tuple[str, int, str]:
+    """Radar order, latest first when reversed: day, first open, visitor."""
+    return str(row["day"]), int(row.get("first_ts") or 0), str(row["visitor_id"])
+
+
+def encode_cursor(key: tuple[str, int, str]) -> str:
+    """Return the opaque cursor after the row with this sort key."""
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int, str]:
+    """Return the sort key of a cursor, or raise ValidationFailed."""
+    try:
+        day, ts, visitor = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return str(day), int(ts), str(visitor)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise ValidationFailed("cursor is not one this API returned") from e
+
+
+@dataclass(frozen=True)
+class VisitPage:
+    """One page of the radar, with totals over every visit kept."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+    visitors: int
+    opens: int
+    clicks: int
+
+
 @dataclass(frozen=True)
 class Share:
     """A share code and what it stands for."""
@@ -75,9 +113,11 @@ class Shares:
     """Creates and resolves share codes; records visits and clicks."""
 
     def __init__(self, store: Store, *, secret: bytes, tz_offset_hours: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], old_secrets: Sequence[bytes] = ()) -> None:
         self.store = store
         self.secret = secret
+        # Codes made under an earlier secret still verify: printed QR codes outlive rotations.
+        self.secrets = [secret, *[o for o in old_secrets if o and o != secret]]
         self.tz_offset_hours = tz_offset_hours
         self.clock = clock
 
@@ -114,9 +154,10 @@ class Shares:
         if rec is None:
             return None
         d = rec.doc
-        expected = code_for(self.secret, card_id=str(d["card_id"]),
-                            sharer_id=str(d["sharer_id"]), nonce=str(d["nonce"]))
-        if not hmac.compare_digest(expected, code):
+        if not any(hmac.compare_digest(code_for(key, card_id=str(d["card_id"]),
+                                                sharer_id=str(d["sharer_id"]),
+                                                nonce=str(d["nonce"])), code)
+                   for key in self.secrets):
             return None
         return Share(code, str(d["card_id"]), str(d["sharer_id"]), int(d["created_ts"]))
 
@@ -153,8 +194,8 @@ class Shares:
                 return True
         return False
 
-    def record_click(self, share: Share, *, visitor_id: str, item_id: str) -> None:
-        """Record that visitor tapped an item on the shared card."""
+    def record_click(self, share: Share, *, visitor_id: str, item_id: str) -> bool:
+        """Record that visitor tapped an item on the shared card; False if already today."""
         ts = int(self.clock())
         day, key, index = self._keys(share.card_id, visitor_id, ts)
         for _ in range(10):
@@ -162,26 +203,70 @@ class Shares:
             doc = rec.doc if rec is not None else self._new_visit(share, visitor_id, day, ts,
                                                                   opened=False)
             clicks = list(doc.get("clicks", []))
-            if len(clicks) >= MAX_CLICKS_PER_VISIT:
-                return
+            # One entry per item a day: tapping again (or a script repeating the request)
+            # does not inflate the radar.
+            if len(clicks) >= MAX_CLICKS_PER_VISIT or any(c.get("item_id") == item_id
+                                                          for c in clicks):
+                return False
             doc["clicks"] = [*clicks, {"item_id": item_id, "ts": ts, "code": share.code}]
             batch = Batch(puts=[(NS_VISIT, key, doc), (NS_BYVISITOR, index, {})],
                           checks=[(NS_VISIT, key, rec.version if rec else 0)])
             if self.store.commit(batch) is CommitResult.OK:
-                return
+                return True
+        return False
 
-    def list_visits(self, card_id: str, *, limit: int = 500) -> list[dict[str, Any]]:
+    def _cutoff_day(self, retention_days: int | None) -> str:
+        if retention_days is None:
+            return ""
+        return local_day(self.clock() - retention_days * 86_400,
+                         tz_offset_hours=self.tz_offset_hours)
+
+    def list_visits(self, card_id: str, *, limit: int = 500,
+                    retention_days: int | None = None) -> list[dict[str, Any]]:
         """Return the card's visits, latest first: who opened, when, what they clicked."""
-        rows = [rec.doc for _, rec in self.store.scan(NS_VISIT, prefix=f"{card_id}|")]
+        return self.page_visits(card_id, limit=limit, retention_days=retention_days).rows
+
+    def page_visits(self, card_id: str, *, limit: int, cursor: str | None = None,
+                    retention_days: int | None = None) -> VisitPage:
+        """Return up to limit visits after cursor (latest first) and the card's totals."""
+        after = decode_cursor(cursor) if cursor else None
+        cutoff = self._cutoff_day(retention_days)
+        # Visits older than the retention are not shown even before the purge removes them.
+        rows = [rec.doc for _, rec in self.store.scan(NS_VISIT, prefix=f"{card_id}|")
+                if str(rec.doc.get("day", "")) >= cutoff]
+        rows.sort(key=_sort_key, reverse=True)
+        totals = (len({r["visitor_id"] for r in rows}),
+                  sum(1 for r in rows if r.get("first_ts") is not None),
+                  sum(len(r.get("clicks", [])) for r in rows))
+        if after is not None:
+            rows = [r for r in rows if _sort_key(r) < after]
+        page, more = rows[:limit], len(rows) > limit
         sharers: dict[str, str | None] = {}
-        for row in rows:
+        for row in page:
             # The sharer is looked up, not copied, so erasing a sharer leaves no trace here.
             code = str(row.get("code", ""))
             if code not in sharers:
                 sharers[code] = self.sharer_of(code)
             row["sharer_id"] = sharers[code]
-        rows.sort(key=lambda d: (d["day"], d.get("first_ts") or 0), reverse=True)
-        return rows[:limit]
+        return VisitPage(page, encode_cursor(_sort_key(page[-1])) if more and page else None,
+                         *totals)
+
+    def purge_visits(self, *, retention_days: int) -> int:
+        """Delete visits (and their erasure index) older than retention_days; return how many."""
+        cutoff = self._cutoff_day(retention_days)
+        # Collect first, delete after: the Redis scan pages by offset, and deleting under
+        # it would skip keys.
+        old: list[str] = []
+        for key, _ in self.store.scan(NS_VISIT):
+            if key.split("|", 2)[1] < cutoff:
+                old.append(key)
+        for start in range(0, len(old), _PURGE_CHUNK):
+            deletes: list[tuple[str, str]] = []
+            for key in old[start : start + _PURGE_CHUNK]:
+                card_id, day, visitor = key.split("|", 2)
+                deletes += [(NS_VISIT, key), (NS_BYVISITOR, f"{visitor}|{card_id}|{day}")]
+            self.store.commit(Batch(deletes=deletes))
+        return len(old)
 
     # ------------------------------------------------------------------ erasure
 

@@ -8,6 +8,9 @@ sync cursor atomically):
     catalog.changes  log of {"id"}: one entry per write; its length is the catalog version
     catalog.meta     "epoch" → {"epoch"}: changes when the catalog is recreated
     catalog.cursor   source → sync cursor (see sync.py)
+    catalog.readers  reader id → {"seq"}: how far each process's index has read the change
+                     log (expires when a process stops reading); trim_changes() keeps what
+                     the slowest live reader has not read, and never less than a window
 
 The content hash covers the embedding text and the embedder's name, so an item is
 re-embedded exactly when its text (or the model) changed.
@@ -16,8 +19,9 @@ re-embedded exactly when its text (or the model) changed.
 from __future__ import annotations
 
 import base64
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,7 +36,15 @@ NS_ITEM = "catalog.item"
 NS_VEC = "catalog.vec"
 NS_META = "catalog.meta"
 NS_CURSOR = "catalog.cursor"
+NS_READERS = "catalog.readers"
 CHANGES = "catalog.changes"
+
+# The change log keeps at least this many newest entries, whatever the readers say: a
+# process that restarts from a persisted index (or whose reader record expired while it had
+# nothing to read) finds the changes since then still there.
+CHANGES_KEEP = 10_000
+READER_TTL_S = 86_400  # a reader not heard of for a day no longer holds the log back
+_READER_REFRESH_S = 600.0  # a reader whose position did not move re-registers this often
 
 _CHUNK = 256
 _RETRIES = 8
@@ -83,9 +95,14 @@ class PreparedUpsert:
 class CatalogRepo:
     """Read and write catalog items; also the index's :class:`nlp.index.CatalogFeed`."""
 
-    def __init__(self, store: Store, *, embedder: Embedder, cache_items: int = 4096) -> None:
+    def __init__(self, store: Store, *, embedder: Embedder, cache_items: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.embedder = embedder
+        self.reader_id = uuid.uuid4().hex  # this repository's index, as a change-log reader
+        self.changes_keep = CHANGES_KEEP  # newest change-log entries trim_changes() keeps
+        self._clock = clock
+        self._registered: tuple[int, float] | None = None  # (seq, when) last written
         # Parsed items by id with the document they came from: the recommender reads the same
         # items on every page view; comparing documents costs far less than validating one.
         self._parsed: dict[str, tuple[JSON, CatalogItem]] = {}
@@ -137,9 +154,27 @@ class CatalogRepo:
         return str(rec.doc["epoch"])
 
     def changes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, str]]:
-        """Return (seq, item id) of logged changes after seq."""
+        """Return (seq, item id) of logged changes after seq; record that this reader has
+        read up to seq (trim_changes keeps what it has not)."""
+        self._register(seq)
         return [(s, str(e["id"])) for s, e in self.store.read_log(CHANGES, after=seq,
                                                                     limit=limit)]
+
+    def _register(self, seq: int) -> None:
+        now = self._clock()
+        last = self._registered
+        if last is not None and last[0] == seq and now - last[1] < _READER_REFRESH_S:
+            return
+        self.store.put(NS_READERS, self.reader_id, {"seq": seq}, ttl_s=READER_TTL_S)
+        self._registered = (seq, now)
+
+    def trim_changes(self) -> int:
+        """Drop change-log entries every live reader has read, keeping at least the newest
+        `changes_keep`; return how many went. The log's length (the catalog version) stays."""
+        upto = self.store.log_length(CHANGES) - self.changes_keep
+        for _, rec in self.store.scan(NS_READERS):
+            upto = min(upto, int(rec.doc.get("seq", 0)))
+        return self.store.trim_log(CHANGES, upto=upto) if upto > 0 else 0
 
     def entries(self, ids: Sequence[str]) -> dict[str, IndexEntry]:
         """Return the items among ids that exist and have a vector of this embedder."""

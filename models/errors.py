@@ -66,3 +66,14 @@ class StoreUnavailableError(AppError):
     """The storage back-end cannot be reached."""
 
     code = "store_unavailable"
+
+
+class RateLimitedError(AppError):
+    """Too many requests from one client (or for one scarce resource): retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: object | None = None
+                 ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, retry_after_s)

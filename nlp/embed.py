@@ -3,16 +3,20 @@ stand-in; all return L2-normalised float32 rows so inner product = cosine simila
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import sysconfig
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,9 +208,38 @@ def load_embedder(spec: str, *, threads: int | None = None, cache_items: int = 5
 
 _child_model: Embedder | None = None
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_WATCH_S = 1.0
 
-def _child_start(spec: str, threads: int | None) -> None:
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this child go when the process that started it goes, however that one ends.
+
+    A SIGKILLed worker runs no cleanup, and a pool child blocked on its task queue never
+    notices: each one (~180 MB of model) lived on forever. The kernel's parent-death signal
+    covers Linux; a thread watching the parent pid covers the rest, and the moment between
+    fork and prctl (a parent already gone has made us init's child: ppid changed).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as e:  # no libc prctl: the watch thread still runs
+            logging.getLogger("mingpian.embed").warning("prctl(PR_SET_PDEATHSIG) failed: %s", e)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_WATCH_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="mingpian-parent-watch", daemon=True).start()
+
+
+def _child_start(spec: str, threads: int | None, parent_pid: int) -> None:
     global _child_model
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _child_model = _load_inner(spec, threads)
 
@@ -229,7 +262,8 @@ class ProcessEmbedder:
     only ~1.2x faster than with one (small matrices, threads waiting on each other), and
     its Python takes turns with the worker's under one GIL; two single-threaded children
     embed side by side, while the worker's look-ahead hands them the next batch during the
-    current one. A child that dies is replaced once per call.
+    current one. A child that dies is replaced once per call. Children die with the process
+    (_die_with_parent), a SIGKILLed one included.
     """
 
     def __init__(self, spec: str, *, processes: int = 2, threads: int | None = 1) -> None:
@@ -237,13 +271,29 @@ class ProcessEmbedder:
         self.processes = max(1, processes)
         self.threads = threads
         self._lock = threading.Lock()
-        self._pool = self._start()
-        self.name, self.dim = self._pool.submit(_child_describe).result()
+        # Children are started from this one thread, which lives as long as the embedder:
+        # Linux sends the parent-death signal when the *thread* that forked a child exits,
+        # and encode may run on short-lived threads (index compaction, catalog sync).
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mingpian-spawn")
+        self._pool, (self.name, self.dim) = self._start()
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.processes,
+    def _start(self) -> tuple[ProcessPoolExecutor, tuple[str, int]]:
+        return self._spawner.submit(self._launch).result()
+
+    def _launch(self) -> tuple[ProcessPoolExecutor, tuple[str, int]]:
+        pool = ProcessPoolExecutor(max_workers=self.processes,
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_child_start, initargs=(self.spec, self.threads))
+                                   initializer=_child_start,
+                                   initargs=(self.spec, self.threads, os.getpid()))
+        # A spawn pool starts a child per submit that finds none idle, from the submitting
+        # thread: one task per child, submitted together from here, starts them all here.
+        warm = [pool.submit(_child_describe) for _ in range(self.processes)]
+        try:
+            described = [f.result() for f in warm]
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        return pool, described[0]
 
     def _encode(self, pool: ProcessPoolExecutor, texts: list[str]) -> Vectors:
         # Contiguous shares, one per child (a share under 8 texts is not worth a child).
@@ -262,9 +312,10 @@ class ProcessEmbedder:
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
-                    self._pool = self._start()
+                    self._pool = self._start()[0]
             return self._encode(self._pool, list(texts))
 
     def close(self) -> None:
         """Stop the children."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._spawner.shutdown(wait=True)

@@ -508,19 +508,28 @@ class VectorIndex:
                 self._snap = new = self._build_full()
                 self._persist(new)
                 return True
-            new = self._catch_up(snap)
-            self._snap = new
-            self._maybe_compact(new)
+            caught = self._catch_up(snap)
+            if caught is None:
+                log.info("the catalog change log was trimmed past version %d: rebuilding the "
+                         "index", snap.version)
+                self._snap = new = self._build_full()
+                self._persist(new)
+                return True
+            self._snap = caught
+            self._maybe_compact(caught)
             return True
 
-    def _catch_up(self, snap: _Snapshot) -> _Snapshot:
-        """Return snap with every logged change after its version applied."""
+    def _catch_up(self, snap: _Snapshot) -> _Snapshot | None:
+        """Return snap with every logged change after its version applied; None when the
+        log no longer holds them all (trimmed by the purge: the index must be rebuilt)."""
         seq = snap.version
         changed: dict[str, None] = {}
         while True:
             batch = self.feed.changes_after(seq, limit=5000)
             if not batch:
                 break
+            if batch[0][0] != seq + 1:
+                return None  # a gap: changes after seq were trimmed before we read them
             for s, item_id in batch:
                 changed[item_id] = None
                 seq = s
@@ -556,7 +565,7 @@ class VectorIndex:
             with self._write:
                 if self._snap.epoch != base.epoch:
                     return
-                new = self._catch_up(new)
+                new = self._catch_up(new) or self._build_full()
                 self._snap = new
             log.info("index compacted: %d items, %s, %.2f s", new.size,
                      "ivf" if isinstance(new.main, faiss.IndexIVF) else "exact",
@@ -585,7 +594,10 @@ class VectorIndex:
         snap = _from_rows(ids, x, _Meta.of(items), version=version, epoch=epoch,
                           dim=self.dim, exact_max=self.exact_max, trained=None,
                           trained_n=len(ids))
-        snap = self._catch_up(snap)
+        caught = self._catch_up(snap)
+        if caught is None:  # the log was trimmed past our version during the scan: again
+            return self._build_full()
+        snap = caught
         log.info("index built: %d items at version %d, %.2f s", snap.size, snap.version,
                  time.perf_counter() - started)
         return snap

@@ -61,7 +61,17 @@ class MessagePipeline:
                     for p in out if p.applied]
             if kept:
                 self.store.commit(Batch(puts=kept))
+                self._drop_erased([p.msg for p in out if p.applied])
         return out
+
+    def _drop_erased(self, msgs: Sequence[ChatMessage]) -> None:
+        # An erasure that committed its tombstone after these messages were applied may
+        # have scanned the retained texts before the commit above: look again, afterwards.
+        erased = self.profiles.erased_since(list({m.user_id for m in msgs}))
+        gone = [(NS_MESSAGES, message_key(m.user_id, m.msg_id)) for m in msgs
+                if m.ts <= erased.get(m.user_id, float("-inf"))]
+        if gone:
+            self.store.commit(Batch(deletes=gone))
 
     def list_messages(self, user_id: str) -> list[dict[str, object]]:
         """Return the retained (redacted) messages of a user, oldest first."""
@@ -69,11 +79,14 @@ class MessagePipeline:
         return sorted(docs, key=lambda d: (int(d.get("ts", 0)), str(d.get("msg_id"))))
 
     def erase_user(self, user_id: str) -> int:
-        """Delete the user's profile and retained messages; return how many records went."""
+        """Delete the user's profile and retained messages, leaving a tombstone; return how
+        many records went."""
+        existed = self.profiles.get("user", user_id) is not None
+        # Tombstone first: from its commit on, no worker applies (or retains) a message of
+        # the user sent before it, so the scan below cannot miss one written meanwhile.
+        self.profiles.erase_user(user_id)
         keys = [k for k, _ in self.store.scan(NS_MESSAGES, prefix=f"{user_id}/")]
         n = sum(1 for k in keys if self.store.delete(NS_MESSAGES, k))
-        existed = self.profiles.get("user", user_id) is not None
-        self.profiles.erase_user(user_id)
         return n + int(existed)
 
 

@@ -12,11 +12,20 @@ into every user and group profile it touches, and all of them are written in one
 :class:`~store.base.Batch` carrying a once-marker per message id and a version check per
 record; a lost race re-reads and retries, and messages another worker applied meanwhile
 (their marker is set) are left out.
+
+Erasure leaves a tombstone (CONTRACTS §8): ``profile.erased`` holds, under a hash of the
+user id (the erased id itself is not kept), the time of the latest erasure. A message of
+that user whose ``ts`` is at or before it is dropped when applied, wherever it was queued;
+later messages start a fresh profile. The tombstone is in the profiles' family and every
+commit checks the version of the tombstones of the users it writes, so an erasure that
+lands between a worker's read and its commit makes that commit conflict: it re-reads, sees
+the tombstone and drops the message. No interleaving brings an erased profile back.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import random
 import time
@@ -34,6 +43,7 @@ from store.base import JSON, Batch, CommitResult, Store, family
 
 NS_USER = "profile.user"
 NS_GROUP = "profile.group"
+NS_ERASED = "profile.erased"  # tombstones: tombstone_key(user_id) → {"at": Unix seconds}
 Kind = Literal["user", "group"]
 NAMESPACES: dict[str, str] = {"user": NS_USER, "group": NS_GROUP}
 FAMILY = family(NS_USER)  # both namespaces' family: one commit may write them all
@@ -72,6 +82,17 @@ class Profile:
 
 def _marker(msg_id: str) -> str:
     return f"profile:{msg_id}"
+
+
+def tombstone_key(user_id: str) -> str:
+    """Return the key of a user's erasure tombstone (a hash: the erased id is not kept)."""
+    return hashlib.sha256(f"erased\x1f{user_id}".encode()).hexdigest()[:40]
+
+
+def erased_at(store: Store, user_id: str) -> float | None:
+    """Return when the user was last erased (their tombstone), or None."""
+    tomb = store.get(NS_ERASED, tombstone_key(user_id))
+    return float(tomb.doc["at"]) if tomb is not None else None
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -241,6 +262,19 @@ class ProfileRepo:
                     return []
             order = sorted(pending.values())
             users = list(dict.fromkeys(items[i][0].user_id for i in order))
+            tombs = self.store.get_many(NS_ERASED, [tombstone_key(u) for u in users])
+            if tombs:
+                # Messages of erased users, sent at or before their erasure, are dropped.
+                erased = {u: float(t.doc["at"]) for u in users
+                          if (t := tombs.get(tombstone_key(u))) is not None}
+                dropped = {m for m, i in pending.items()
+                           if items[i][0].ts <= erased.get(items[i][0].user_id, -math.inf)}
+                for m in dropped:
+                    del pending[m]
+                if not pending:
+                    return []
+                order = sorted(pending.values())
+                users = list(dict.fromkeys(items[i][0].user_id for i in order))
             groups = list(dict.fromkeys(g for i in order
                                         if (g := items[i][0].group_id) is not None))
             read = {NS_USER: self.store.get_many(NS_USER, users),
@@ -264,6 +298,9 @@ class ProfileRepo:
                 rec = read[ns].get(key)
                 batch.puts.append((ns, key, draft.doc()))
                 batch.checks.append((ns, key, rec.version if rec else 0))
+            for u in users:  # an erasure committed since the read makes this a CONFLICT
+                tomb = tombs.get(tombstone_key(u))
+                batch.checks.append((NS_ERASED, tombstone_key(u), tomb.version if tomb else 0))
             outcome = self.store.commit(batch)
             if outcome is CommitResult.OK:
                 return order
@@ -278,7 +315,24 @@ class ProfileRepo:
             time.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
         raise ConflictError(f"profile update for {len(pending)} messages kept conflicting")
 
-    def erase_user(self, user_id: str) -> None:
-        """Delete everything held about a user. Group profiles keep no user ids: they are
-        anonymous aggregates and stay."""
-        self.store.delete(NS_USER, user_id)
+    def erase_user(self, user_id: str) -> float:
+        """Delete everything held about a user and leave a tombstone; return the erasure
+        time (messages of the user sent at or before it are dropped when applied). Group
+        profiles keep no user ids: they are anonymous aggregates and stay."""
+        key = tombstone_key(user_id)
+        for _ in range(_MAX_ATTEMPTS):
+            tomb = self.store.get(NS_ERASED, key)
+            at = max(self.clock(), float(tomb.doc["at"]) if tomb else -math.inf)
+            # One commit: the profile goes and the tombstone's version moves, so a worker
+            # that read before it conflicts and re-reads.
+            batch = Batch(puts=[(NS_ERASED, key, {"at": at})], deletes=[(NS_USER, user_id)],
+                          checks=[(NS_ERASED, key, tomb.version if tomb else 0)])
+            if self.store.commit(batch) is CommitResult.OK:
+                return at
+        raise ConflictError(f"erasure of {user_id!r} kept conflicting")
+
+    def erased_since(self, user_ids: Sequence[str]) -> dict[str, float]:
+        """Return, for the users among these that were erased, when they last were."""
+        keys = {tombstone_key(u): u for u in user_ids}
+        return {keys[k]: float(r.doc["at"])
+                for k, r in self.store.get_many(NS_ERASED, list(keys)).items()}

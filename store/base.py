@@ -10,7 +10,7 @@ batch's Lua script keeps all its keys in one Cluster slot.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -132,6 +132,10 @@ class Store(Protocol):
     def forget(self, key: str) -> None:
         """Drop a dedup key (used by erasure)."""
 
+    def purge_expired(self) -> int:
+        """Delete what has expired (dedup keys, once-markers, records with a TTL, and on
+        Redis the index entries of expired records); return how many went."""
+
     # -- durable queue -------------------------------------------------------
     def enqueue(
         self, queue: str, payload: JSON, *, dedup_key: str | None = None, dedup_ttl_s: int = 0
@@ -167,6 +171,10 @@ class Store(Protocol):
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[JSON]:
         """Return dead-lettered items with their last error."""
 
+    def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
+        """Delete every waiting, claimed or dead-lettered item whose payload match() accepts
+        (erasure); return how many went. One pass over the queue: O(queue size)."""
+
     def queue_depth(self, queue: str) -> int:
         """Return how many items are waiting or claimed."""
 
@@ -178,7 +186,16 @@ class Store(Protocol):
         """Return (seq, entry) pairs with seq > after, in order."""
 
     def log_length(self, log: str) -> int:
-        """Return the number of entries in a log."""
+        """Return the number of entries ever appended to a log (trimmed ones included)."""
+
+    def trim_log(self, log: str, *, upto: int) -> int:
+        """Drop the entries with seq <= upto, always keeping the newest one; return how many
+        went. Sequence numbers never change or restart: read_log(after=s) past the trimmed
+        part answers what is left, and log_length() still counts every entry ever appended."""
+
+    def replace_log_entries(self, log: str, entries: Mapping[int, JSON]) -> int:
+        """Overwrite the entries at these seqs that are still kept (erasure of personal data
+        from an operational log, never the ledger); return how many were overwritten."""
 
     # -- counters ------------------------------------------------------------
     def incr(self, ns: str, key: str, by: int = 1) -> int:

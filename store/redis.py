@@ -7,6 +7,8 @@ one Cluster slot):
     mp:{fam}:i:<ns>           sorted set of keys (score 0)     record index, for scan/count
     mp:{fam}:o:<marker>       string with TTL                  once-markers of batches
     mp:{fam}:l:<log>          list                              append-only logs
+    mp:{fam}:lb:<log>         string                            entries trimmed off a log's head
+    mp:{ttl}:ns               set                               namespaces that hold TTL records
     mp:{fam}:c:<ns>           hash                              counters
     mp:{seen:<key>}           string with TTL                  dedup keys
     mp:{q:<queue>}:s          stream + consumer group "w"      durable queue
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -100,6 +102,39 @@ end
 return out
 """
 
+# A log's seq s is list index s - base - 1, base counting the entries trimmed off its head.
+# KEYS: the list, its base. ARGV: after, limit. Returns {base, entries}.
+_READ_LOG = """
+local b = tonumber(redis.call('GET', KEYS[2]) or '0')
+local start = math.max(tonumber(ARGV[1]) - b, 0)
+return {b + start, redis.call('LRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)}
+"""
+
+# KEYS: the list, its base. ARGV: upto. The newest entry stays, as on SQLite.
+_TRIM_LOG = """
+local b = tonumber(redis.call('GET', KEYS[2]) or '0')
+local n = math.min(tonumber(ARGV[1]) - b, redis.call('LLEN', KEYS[1]) - 1)
+if n <= 0 then return 0 end
+redis.call('LTRIM', KEYS[1], n, -1)
+redis.call('INCRBY', KEYS[2], n)
+return n
+"""
+
+# KEYS: the list, its base. ARGV: seq, entry, seq, entry…
+_REPLACE_LOG = """
+local b = tonumber(redis.call('GET', KEYS[2]) or '0')
+local len = redis.call('LLEN', KEYS[1])
+local n = 0
+for i = 1, #ARGV, 2 do
+  local at = tonumber(ARGV[i]) - b - 1
+  if at >= 0 and at < len then
+    redis.call('LSET', KEYS[1], at, ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
+"""
+
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -124,7 +159,11 @@ class RedisStore:
         self._enqueue_script = self.r.register_script(_ENQUEUE)
         self._enqueue_many_script = self.r.register_script(_ENQUEUE_MANY)
         self._unlock_script = self.r.register_script(_UNLOCK)
+        self._read_log_script = self.r.register_script(_READ_LOG)
+        self._trim_log_script = self.r.register_script(_TRIM_LOG)
+        self._replace_log_script = self.r.register_script(_REPLACE_LOG)
         self._groups: set[str] = set()
+        self._ttl_ns: set[str] = set()  # namespaces this process registered as holding TTLs
 
     # -- key names -------------------------------------------------------------
     def _rk(self, ns: str, key: str) -> str:
@@ -138,6 +177,12 @@ class RedisStore:
 
     def _ck(self, ns: str) -> str:
         return f"{self.p}:{{{family(ns)}}}:c:{ns}"
+
+    def _lbk(self, log: str) -> str:
+        return f"{self.p}:{{{family(log)}}}:lb:{log}"
+
+    def _ttl_set(self) -> str:
+        return f"{self.p}:{{ttl}}:ns"
 
     def _ok(self, fam: str, marker: str) -> str:
         return f"{self.p}:{{{fam}}}:o:{marker}"
@@ -167,6 +212,11 @@ class RedisStore:
 
     def put(self, ns: str, key: str, doc: JSON, *, ttl_s: int | None = None) -> int:
         keys = [self._rk(ns, key), self._ik(ns)]
+        if ttl_s and ns not in self._ttl_ns:
+            # Redis expires the record but not its entry in the namespace's index: remember
+            # the namespace so that purge_expired() can sweep it.
+            self._call(lambda: self.r.sadd(self._ttl_set(), ns))
+            self._ttl_ns.add(ns)
         return int(self._call(lambda: self._put_script(keys, [dumps(doc), key, ttl_s or 0])))
 
     def delete(self, ns: str, key: str) -> bool:
@@ -233,6 +283,27 @@ class RedisStore:
 
     def forget(self, key: str) -> None:
         self._call(lambda: self.r.delete(f"{self.p}:{{seen:{key}}}"))
+
+    def purge_expired(self) -> int:
+        # Redis drops expired keys by itself; what stays is the index entry of an expired
+        # record (scan skips it, count() would still count it).
+        n = 0
+        for ns in sorted(self._call(lambda: self.r.smembers(self._ttl_set()))):
+            ik = self._ik(ns)
+            for i in range(0, 1 << 62, 1000):
+                keys = self._call(lambda i=i, ik=ik: self.r.zrange(ik, i, i + 999))
+                if not keys:
+                    break
+                pipe = self.r.pipeline(transaction=False)
+                for k in keys:
+                    pipe.exists(self._rk(ns, k))
+                gone = [k for k, e in zip(keys, self._call(pipe.execute), strict=True) if not e]
+                if gone:
+                    # A record put again meanwhile is indexed again by its put (ZADD).
+                    n += int(self._call(lambda ik=ik, g=gone: self.r.zrem(ik, *g)))
+                if len(keys) < 1000:
+                    break
+        return n
 
     # -- queue -----------------------------------------------------------------
     def _ensure_group(self, queue: str) -> None:
@@ -326,6 +397,31 @@ class RedisStore:
         rows = self._call(lambda: self.r.lrange(self._qk(queue) + ":x", 0, limit - 1))
         return [cast(JSON, json.loads(r)) for r in rows]
 
+    def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
+        q = self._qk(queue)
+        s = q + ":s"
+        n = 0
+        start = "-"
+        while True:
+            page = self._call(lambda st=start: self.r.xrange(s, st, "+", count=1000))
+            if not page:
+                break
+            doomed = [i for i, f in page if f is not None and match(json.loads(f["p"]))]
+            if doomed:
+                # XACK too: a claimed item must not stay pending in the consumer group.
+                pipe = self.r.pipeline(transaction=True)
+                pipe.xack(s, _GROUP, *doomed)
+                pipe.xdel(s, *doomed)
+                n += int(self._call(pipe.execute)[1])
+            if len(page) < 1000:
+                break
+            start = "(" + page[-1][0]
+        dead = self._call(lambda: self.r.lrange(q + ":x", 0, -1))
+        for raw in dead:
+            if match(cast(JSON, json.loads(raw).get("payload") or {})):
+                n += int(self._call(lambda raw=raw: self.r.lrem(q + ":x", 1, raw)))
+        return n
+
     def queue_depth(self, queue: str) -> int:
         return int(self._call(lambda: self.r.xlen(self._qk(queue) + ":s")))
 
@@ -333,14 +429,39 @@ class RedisStore:
     def append(self, log: str, entries: Sequence[JSON]) -> int:
         if not entries:
             return self.log_length(log)
-        return int(self._call(lambda: self.r.rpush(self._lk(log), *[dumps(e) for e in entries])))
+        # MULTI: a trim cannot slip in between the push and the read of the base.
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpush(self._lk(log), *[dumps(e) for e in entries])
+        pipe.get(self._lbk(log))
+        length, base = self._call(pipe.execute)
+        return int(length) + int(base or 0)
 
     def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, JSON]]:
-        rows = self._call(lambda: self.r.lrange(self._lk(log), after, after + limit - 1))
-        return [(after + n + 1, json.loads(r)) for n, r in enumerate(rows)]
+        if limit <= 0:
+            return []
+        first, rows = self._call(lambda: self._read_log_script(
+            [self._lk(log), self._lbk(log)], [after, limit]))
+        return [(int(first) + n + 1, json.loads(r)) for n, r in enumerate(rows)]
 
     def log_length(self, log: str) -> int:
-        return int(self._call(lambda: self.r.llen(self._lk(log))))
+        pipe = self.r.pipeline(transaction=True)
+        pipe.llen(self._lk(log))
+        pipe.get(self._lbk(log))
+        length, base = self._call(pipe.execute)
+        return int(length) + int(base or 0)
+
+    def trim_log(self, log: str, *, upto: int) -> int:
+        return int(self._call(lambda: self._trim_log_script(
+            [self._lk(log), self._lbk(log)], [upto])))
+
+    def replace_log_entries(self, log: str, entries: Mapping[int, JSON]) -> int:
+        if not entries:
+            return 0
+        args: list[str | int] = []
+        for seq, e in entries.items():
+            args += [int(seq), dumps(e)]
+        return int(self._call(lambda: self._replace_log_script(
+            [self._lk(log), self._lbk(log)], args)))
 
     # -- counters --------------------------------------------------------------
     def incr(self, ns: str, key: str, by: int = 1) -> int:

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -24,6 +24,13 @@ log = logging.getLogger("mingpian.store")
 CHECKPOINT_INTERVAL_S = 0.2
 WAL_LIMIT_BYTES = 64 << 20
 RESTART_WAIT_MS = 250
+# Every commit fsyncs the WAL before it returns. An acknowledged callback ("success") is a
+# promise: under NORMAL a commit reached only the OS, and an OS crash or power loss could
+# drop it (issue 12). One setting for every write, not just the queue's and the ledger's:
+# they share connections and the WAL, and an fsync covers every frame before it anyway;
+# group commit (store/groupcommit.py) makes concurrent callbacks share one. Benchmarks may
+# set "NORMAL" here to measure the difference (bench/bench_callback.py); nothing else should.
+SYNCHRONOUS = "FULL"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -179,9 +186,7 @@ class SQLiteStore:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a process crash (SIGKILL); only an OS crash or power
-            # loss can drop the last transactions.
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             db.execute("PRAGMA busy_timeout=30000")
             if self.background_checkpoint:
                 db.execute("PRAGMA wal_autocheckpoint=0")
@@ -378,11 +383,25 @@ class SQLiteStore:
     def purge_expired(self) -> int:
         """Delete expired dedup keys and records; return how many went."""
         now = self.clock()
-        with self._tx() as db:
-            n = db.execute("DELETE FROM seen WHERE expires_at <= ?", (now,)).rowcount
-            n += db.execute(
-                "DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            ).rowcount
+        # Found by a read (WAL: it holds no writer back), deleted in short transactions of
+        # 1000 by primary key: a week of dedup keys is one scan, not one long write lock that
+        # stalls every callback. The expiry is checked again: a key set anew meanwhile stays.
+        db = self._conn()
+        seen = [k for (k,) in db.execute("SELECT key FROM seen WHERE expires_at <= ?", (now,))]
+        recs = db.execute("SELECT ns, key FROM records WHERE expires_at IS NOT NULL "
+                          "AND expires_at <= ?", (now,)).fetchall()
+        n = 0
+        for i in range(0, len(seen), 1000):
+            chunk = seen[i : i + 1000]
+            marks = ",".join("?" * len(chunk))
+            with self._tx() as tx:
+                n += tx.execute(f"DELETE FROM seen WHERE key IN ({marks}) AND expires_at <= ?",
+                                (*chunk, now)).rowcount
+        for i in range(0, len(recs), 500):
+            with self._tx() as tx:
+                n += sum(tx.execute("DELETE FROM records WHERE ns=? AND key=? AND expires_at "
+                                    "IS NOT NULL AND expires_at <= ?", (ns, key, now)).rowcount
+                         for ns, key in recs[i : i + 500])
         return n
 
     # -- queue -----------------------------------------------------------------
@@ -482,6 +501,28 @@ class SQLiteStore:
         return [{"id": str(i), "payload": json.loads(p), "attempts": a, "error": e}
                 for i, p, a, e in rows]
 
+    def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
+        # Read outside the write lock (a long queue must not hold callbacks back), delete by
+        # id after: ids never change, and an item acked meanwhile is simply not there.
+        doomed: list[int] = []
+        last = 0
+        db = self._conn()
+        while True:
+            rows = db.execute("SELECT id, payload FROM queue WHERE queue=? AND id > ? "
+                              "ORDER BY id LIMIT 1000", (queue, last)).fetchall()
+            if not rows:
+                break
+            doomed += [int(i) for i, p in rows if match(json.loads(p))]
+            last = int(rows[-1][0])
+        n = 0
+        for i in range(0, len(doomed), 500):
+            chunk = doomed[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._tx() as tx:
+                n += tx.execute(f"DELETE FROM queue WHERE queue=? AND id IN ({marks})",
+                                (queue, *chunk)).rowcount
+        return n
+
     def queue_depth(self, queue: str) -> int:
         row = self._conn().execute(
             "SELECT COUNT(*) FROM queue WHERE queue=? AND dead=0", (queue,)
@@ -513,6 +554,21 @@ class SQLiteStore:
             "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE log=?", (log,)
         ).fetchone()
         return int(row[0])
+
+    def trim_log(self, log: str, *, upto: int) -> int:
+        with self._tx() as db:
+            # The newest entry stays: _append numbers on from MAX(seq).
+            return db.execute(
+                "DELETE FROM logs WHERE log=? AND seq <= ? AND seq < "
+                "(SELECT MAX(seq) FROM logs WHERE log=?)", (log, upto, log)).rowcount
+
+    def replace_log_entries(self, log: str, entries: Mapping[int, JSON]) -> int:
+        if not entries:
+            return 0
+        with self._tx() as db:
+            return sum(db.execute("UPDATE logs SET entry=? WHERE log=? AND seq=?",
+                                  (dumps(e), log, int(seq))).rowcount
+                       for seq, e in entries.items())
 
     # -- counters --------------------------------------------------------------
     def _incr(self, db: sqlite3.Connection, ns: str, key: str, by: int) -> int:

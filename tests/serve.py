@@ -24,7 +24,9 @@ class ServeProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port), *args],
-            cwd=workdir, env=os.environ | env,
+            # Test secrets are short and public: demo mode lets serve start with them
+            # (a test passing MINGPIAN_DEMO itself wins).
+            cwd=workdir, env=os.environ | {"MINGPIAN_DEMO": "true"} | env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_ready(self, timeout_s: float = 60) -> None:

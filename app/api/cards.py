@@ -1,4 +1,9 @@
-"""Routes of the cards surface: cards, the card page and poster, share codes, visits (§6)."""
+"""Routes of the cards surface: cards, the card page and poster, share codes, visits (§6).
+
+Public pages know a viewer only from a signed visitor cookie, made from a viewer token
+(`?vt=`, from `POST /v1/viewer-tokens`) that the page takes out of the URL with a redirect;
+an unsigned `?u=` names nobody. Each HTML response carries its own CSP nonce.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict
 
 from app.deps import ApiKey, ServicesDep
+from app.public_rate import PublicRateLimit, get_public_limiter
 from cards.repo import CardFields, CardPatch
 from cards.service import CardsService
+from cards.viewer import Visitor
 from models.errors import NotFoundError
 from models.ids import ID_PATTERN, Id
 
@@ -20,9 +27,13 @@ router = APIRouter()
 
 VISITOR_COOKIE = "mp_vid"
 _ID = re.compile(ID_PATTERN)
-# The page loads nothing from elsewhere except the salesperson's avatar image.
-_CSP = ("default-src 'none'; img-src 'self' http: https: data:; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def _csp(nonce: str) -> str:
+    """Return the page's CSP: nothing from elsewhere but the avatar; only our own script."""
+    return ("default-src 'none'; img-src 'self' http: https: data:; style-src 'unsafe-inline'; "
+            f"script-src 'nonce-{nonce}'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
 
 
 def get_cards(services: ServicesDep) -> CardsService:
@@ -33,7 +44,9 @@ def get_cards(services: ServicesDep) -> CardsService:
 
 
 CardsDep = Annotated[CardsService, Depends(get_cards)]
-UserQuery = Annotated[str | None, Query(max_length=64, description="a known viewer's user id")]
+ViewerTokenQuery = Annotated[str | None, Query(
+    max_length=512, description="a viewer token from POST /v1/viewer-tokens (moved into a "
+    "signed cookie by a redirect)")]
 
 
 def _id_or_404(value: str, what: str) -> str:
@@ -86,46 +99,79 @@ def create_share(card_id: str, body: Annotated[ShareIn, Body()], cards: CardsDep
 
 
 @router.get("/v1/cards/{card_id}/visits", dependencies=[ApiKey], tags=["cards"])
-def visits(card_id: str, cards: CardsDep) -> JSONResponse:
-    """Return the salesperson's radar: who opened the card, when, what they clicked."""
-    return JSONResponse(cards.visits(_id_or_404(card_id, "card")))
+def visits(card_id: str, cards: CardsDep,
+           limit: Annotated[int, Query(ge=1, le=500)] = 100,
+           cursor: Annotated[str | None, Query(max_length=256)] = None) -> JSONResponse:
+    """Return the salesperson's radar: who opened the card, when, what they clicked.
+
+    Latest first, `limit` visits a page; pass `next_cursor` back as `cursor` for the next."""
+    return JSONResponse(cards.visits(_id_or_404(card_id, "card"), limit=limit, cursor=cursor))
 
 
 # --------------------------------------------------------------------------- public pages
 
 
-def _visitor(request: Request, u: str | None) -> tuple[str, str | None, bool]:
-    """Return (visitor id, known viewer or None, whether to set the cookie)."""
-    cookie = request.cookies.get(VISITOR_COOKIE, "")
-    if u and _ID.match(u):
-        return u, u, cookie != u
-    if cookie and _ID.match(cookie):
-        # A cookie we set from ?u= names a known viewer; a random one ("v:…") does not.
-        return cookie, None if cookie.startswith("v:") else cookie, False
-    return "v:" + secrets.token_hex(10), None, True
+def _visitor(request: Request, cards: CardsService) -> tuple[Visitor, bool]:
+    """Return (the visitor, whether to set its cookie): a signed cookie, else anonymous.
+
+    Without a valid cookie the visitor is a keyed hash of client address and user agent, so
+    a client that drops cookies is still one visitor, not a new one on every request."""
+    found = cards.visitor_from_cookie(request.cookies.get(VISITOR_COOKIE, ""))
+    if found is not None:
+        return found, False
+    client = get_public_limiter(request).client(request)
+    return cards.anonymous_visitor(client=client,
+                                   user_agent=request.headers.get("user-agent", "")), True
 
 
-def _html(body: str, *, visitor: str, set_cookie: bool) -> HTMLResponse:
-    resp = HTMLResponse(body, headers={
-        "Cache-Control": "no-store", "Content-Security-Policy": _CSP,
-        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "strict-origin-when-cross-origin",
-    })
-    if set_cookie:
-        resp.set_cookie(VISITOR_COOKIE, visitor, max_age=365 * 86_400, httponly=True,
-                        samesite="lax")
+def _set_cookie(resp: Response, cards: CardsService, visitor: Visitor) -> None:
+    secure = cards.base.lower().startswith("https://")  # MINGPIAN_PUBLIC_BASE_URL
+    max_age = max(1, visitor.expires_at - int(cards.clock()))
+    resp.set_cookie(VISITOR_COOKIE, cards.viewers.cookie_value(visitor), max_age=max_age,
+                    path="/", httponly=True, samesite="lax", secure=secure)
+
+
+def _token_redirect(request: Request, cards: CardsService, vt: str) -> RedirectResponse:
+    """Turn ?vt= into the visitor cookie and send the browser to the URL without it.
+
+    The token leaves the address bar (and so shares, history and Referer headers); a
+    tampered or expired one sets nothing, so the page that follows is anonymous."""
+    url = request.url.remove_query_params("vt")
+    target = url.path + (f"?{url.query}" if url.query else "")
+    resp = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
+    member = cards.visitor_from_token(vt)
+    if member is not None:
+        _set_cookie(resp, cards, member)
     return resp
 
 
-@router.get("/c/{card_id}", response_class=HTMLResponse, tags=["pages"])
-def card_page(card_id: str, request: Request, cards: CardsDep, u: UserQuery = None
-              ) -> HTMLResponse:
+def _html(body: str, *, nonce: str) -> HTMLResponse:
+    return HTMLResponse(body, headers={
+        "Cache-Control": "no-store", "Content-Security-Policy": _csp(nonce),
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "strict-origin-when-cross-origin",
+    })
+
+
+@router.get("/c/{card_id}", response_class=HTMLResponse, tags=["pages"],
+            dependencies=[PublicRateLimit])
+def card_page(card_id: str, request: Request, cards: CardsDep, vt: ViewerTokenQuery = None
+              ) -> Response:
     """The card as a mobile page, with items for the viewer."""
-    visitor, known, set_cookie = _visitor(request, u)
-    body = cards.card_page(_id_or_404(card_id, "card"), viewer_id=known, pass_u=known if u else None)
-    return _html(body, visitor=visitor, set_cookie=set_cookie)
+    card_id = _id_or_404(card_id, "card")
+    if vt is not None:
+        cards.cards.get_card_or_raise(card_id)  # an unknown card is a 404, not a redirect
+        return _token_redirect(request, cards, vt)
+    visitor, new = _visitor(request, cards)
+    nonce = secrets.token_urlsafe(16)
+    body = cards.card_page(card_id, viewer_id=visitor.id if visitor.known else None,
+                           csp_nonce=nonce)
+    resp = _html(body, nonce=nonce)
+    if new:
+        _set_cookie(resp, cards, visitor)
+    return resp
 
 
-@router.get("/c/{card_id}/poster.png", tags=["pages"])
+@router.get("/c/{card_id}/poster.png", tags=["pages"], dependencies=[PublicRateLimit])
 def poster(card_id: str, cards: CardsDep,
            code: Annotated[str | None, Query(max_length=32)] = None) -> Response:
     """The card's shareable poster (750 px wide) with a QR code of its share URL."""
@@ -133,24 +179,29 @@ def poster(card_id: str, cards: CardsDep,
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
 
 
-@router.get("/s/{code}", response_class=HTMLResponse, tags=["pages"])
-def share_page(code: str, request: Request, cards: CardsDep, u: UserQuery = None
-               ) -> HTMLResponse:
+@router.get("/s/{code}", response_class=HTMLResponse, tags=["pages"],
+            dependencies=[PublicRateLimit])
+def share_page(code: str, request: Request, cards: CardsDep, vt: ViewerTokenQuery = None
+               ) -> Response:
     """A shared card: records the visit (once a day per visitor) and shows the card."""
-    visitor, known, set_cookie = _visitor(request, u)
-    body = cards.open_share(code, visitor_id=visitor, known_viewer=known,
-                            pass_u=known if u else None)
-    return _html(body, visitor=visitor, set_cookie=set_cookie)
+    if vt is not None:
+        cards.resolve_share_or_raise(code)  # an unknown code is a 404, not a redirect
+        return _token_redirect(request, cards, vt)
+    visitor, new = _visitor(request, cards)
+    nonce = secrets.token_urlsafe(16)
+    resp = _html(cards.open_share(code, visitor=visitor, csp_nonce=nonce), nonce=nonce)
+    if new:
+        _set_cookie(resp, cards, visitor)
+    return resp
 
 
-@router.get("/r/{code}/{item_id}", tags=["pages"])
-def item_redirect(code: str, item_id: str, request: Request, cards: CardsDep,
-                  u: UserQuery = None) -> RedirectResponse:
+@router.get("/r/{code}/{item_id}", tags=["pages"], dependencies=[PublicRateLimit])
+def item_redirect(code: str, item_id: str, request: Request, cards: CardsDep
+                  ) -> RedirectResponse:
     """Record the tap and redirect to the catalog item's own mall URL with ref=<code>."""
-    visitor, _, set_cookie = _visitor(request, u)
-    target = cards.click(code, _id_or_404(item_id, "item"), visitor_id=visitor)
+    visitor, new = _visitor(request, cards)
+    target = cards.click(code, _id_or_404(item_id, "item"), visitor_id=visitor.id)
     resp = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
-    if set_cookie:
-        resp.set_cookie(VISITOR_COOKIE, visitor, max_age=365 * 86_400, httponly=True,
-                        samesite="lax")
+    if new:
+        _set_cookie(resp, cards, visitor)
     return resp

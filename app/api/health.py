@@ -25,7 +25,7 @@ def healthz(services: ServicesDep) -> JSONResponse:
 
 @router.get("/metrics")
 def metrics(request: Request, services: ServicesDep) -> Response:
-    """Return Prometheus text."""
+    """Return Prometheus text (to the ops networks only: OpsGateMiddleware, app/metrics.py)."""
     m: Metrics = request.app.state.metrics
     # Metrics must answer even when the store does not.
     with suppress(Exception):

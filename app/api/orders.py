@@ -87,7 +87,11 @@ def _raise_refusal(sub: Submitted) -> None:
 
 @router.post("/v1/orders")
 def order_webhook(body: OrderIn, cards: CardsDep) -> JSONResponse:
-    """Accept an order event: idempotent per (order_id, status, refund_cents), applied now."""
+    """Accept an order event: idempotent per (order_id, status, refund_cents), applied now.
+
+    422 (`invalid_order`) when its items sum to more than `amount_cents` or its `ts` is more
+    than five minutes ahead of our clock; the freeze runs from when it was received here.
+    """
     event = body.to_event(cards.clock())
     sub = cards.ledger.submit_order(event, ref_code=body.ref_code)
     _raise_refusal(sub)

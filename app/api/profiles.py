@@ -99,7 +99,8 @@ def get_group_profile(group_id: IdPath, profiles: ProfilesDep) -> GroupProfileOu
 
 @router.delete("/users/{user_id}", response_model=ErasureOut)
 def delete_user(user_id: IdPath, services: ServicesDep) -> ErasureOut:
-    """Erase everything held about a user (PIPL); repeating it is harmless."""
+    """Erase everything held about a user (PIPL), leaving a tombstone that drops the user's
+    earlier messages still queued anywhere; repeating it is harmless."""
     if not _ID.match(user_id):
         raise NotFoundError(f"no user {user_id!r}")
     return ErasureOut(user_id=user_id, erased=erase_user(services, user_id))

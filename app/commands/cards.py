@@ -1,4 +1,4 @@
-"""CLI verbs of the cards domain: `mingpian audit verify`, `mingpian ledger rebuild|apply`."""
+"""CLI verbs of the cards domain: `mingpian audit verify|head`, `mingpian ledger rebuild|apply`."""
 
 from __future__ import annotations
 
@@ -21,18 +21,50 @@ def _ledger(settings: Settings) -> tuple[Services, PlanLedger]:
     return services, services.cards.ledger
 
 
+_DEMO_KEY_NOTE = ("note: MINGPIAN_LEDGER_KEY is not set, so the head is signed with the "
+                  "public demo key (cards/ledger.py DEMO_LEDGER_KEY): its tag proves nothing")
+
+
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     services, ledger = _ledger(settings)
     try:
-        result = ledger.verify()
+        result = ledger.verify(expect_head=args.expect_head)
         n = ledger.cursor().ledger
     finally:
         services.close()
+    if settings.ledger_key is None:
+        print(_DEMO_KEY_NOTE)
     if result.ok:
-        print(f"ledger ok: {n} entries, hash chain intact")
+        anchored = ", anchored head found" if args.expect_head else ""
+        print(f"ledger ok: {n} entries, hash chain intact, head tag valid, "
+              f"beneficiary copies match{anchored}")
         return 0
-    print(f"ledger ALTERED: first bad entry is seq {result.first_bad_seq}: {result.reason}")
+    if result.first_bad_seq is None:
+        print(f"ledger ALTERED: {result.reason}")
+    else:
+        print(f"ledger ALTERED: first bad entry is seq {result.first_bad_seq}: {result.reason}")
     return 1
+
+
+def _audit_head(args: argparse.Namespace, settings: Settings) -> int:
+    services, ledger = _ledger(settings)
+    try:
+        signed = ledger.sign_head() if args.sign else None
+        head = ledger.head()
+    finally:
+        services.close()
+    if settings.ledger_key is None:
+        print(_DEMO_KEY_NOTE)
+    if signed is not None and not signed.ok:
+        print(f"not signed: first bad entry is seq {signed.first_bad_seq}: {signed.reason}")
+        return 1
+    # One line of key=value pairs, easy to paste into a notary, a ticket or a chat with audit.
+    print(f"entries={head.count} head={head.head} tag={head.tag or '-'} alg=hmac-sha256")
+    if not head.valid:
+        print("head tag INVALID: the head was rewound or rewritten, or the key differs "
+              "(see `mingpian audit verify`; `audit head --sign` re-signs a genuine head)")
+        return 1
+    return 0
 
 
 def _ledger_rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,9 +113,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v = audit_sub.add_parser("verify", help="recompute the hash chain; name the first "
                              "altered entry (exit 1)",
                              description="Recompute every entry's hash from its content and "
-                             "the previous hash. Exit 0 when intact; else print the first "
-                             "edited, deleted or reordered entry and exit 1.")
+                             "the previous hash, check the head's HMAC tag (a cut tail) and "
+                             "every beneficiary's copies. Exit 0 when intact; else print the "
+                             "first edited, deleted or reordered entry and exit 1.")
+    v.add_argument("--expect-head", metavar="HASH", default=None,
+                   help="a head hash anchored earlier (`audit head`): it must still be in the "
+                   "chain")
     v.set_defaults(fn=_audit_verify)
+    h = audit_sub.add_parser("head", help="print the ledger's head, its HMAC tag and entry "
+                             "count, for anchoring elsewhere",
+                             description="Print the ledger's head (the last entry's hash), its "
+                             "HMAC-SHA256 tag under MINGPIAN_LEDGER_KEY and the entry count. "
+                             "Keep the line somewhere the store's writers cannot reach; "
+                             "`audit verify --expect-head HASH` checks it later. Exit 1 if "
+                             "the tag is invalid.")
+    h.add_argument("--sign", action="store_true",
+                   help="(re-)sign the recorded head after checking the chain up to it: for "
+                   "a ledger written before the head was keyed, or after a key rotation")
+    h.set_defaults(fn=_audit_head)
 
     ledger = sub.add_parser("ledger", help="rebuild or apply the rewards ledger",
                             description="Operate on the rewards ledger.")

@@ -79,7 +79,10 @@ def _start_own_service(api_base: str) -> Target:
            "MINGPIAN_REDIS_URL": "", "MINGPIAN_WECOM__API_BASE": api_base,
            "MINGPIAN_REPLY__QUIET_START_HOUR": "0", "MINGPIAN_REPLY__QUIET_END_HOUR": "0",
            "MINGPIAN_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-           "MINGPIAN_LOG_LEVEL": "WARNING"}
+           "MINGPIAN_LOG_LEVEL": "WARNING",
+           # A throwaway service with the documented demo credentials: serve refuses those
+           # outside demo mode (issue 11).
+           "MINGPIAN_DEMO": "true"}
     env.update({f"MINGPIAN_WECOM__{k.upper()}": v for k, v in DEMO_WECOM.items()})
     log = open(data / "serve.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],

@@ -29,7 +29,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
         raise ConflictError("already bound", details={"user_id": "u1"})
 
     app.include_router(probe)
-    with TestClient(app) as c:
+    # From loopback, like an operator on the host: /metrics and /docs answer only to the
+    # ops networks, and TestClient's own peer ("testclient") is in none.
+    with TestClient(app, client=("127.0.0.1", 50000)) as c:
         yield c
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -31,6 +32,13 @@ def _card(env: Env) -> str:
     r = env.post("/v1/cards", CARD)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def _as_viewer(env: Env, user_id: str, path: str) -> Any:
+    """Open path as the member the mall vouches for (a fresh browser: no earlier cookies)."""
+    token = env.post("/v1/viewer-tokens", {"user_id": user_id, "ttl_s": 3600}).json()["token"]
+    env.client.cookies.clear()
+    return env.client.get(f"{path}?vt={token}")
 
 
 def test_create_card_returns_id_urls_and_normalised_phone(env: Env) -> None:
@@ -77,7 +85,8 @@ def test_share_code_is_stable_and_opening_it_records_one_visit_a_day(env: Env) -
     assert first.status_code == 200 and "王小明" in first.text
     assert "mp_vid" in first.cookies
     env.client.get(f"/s/{code}")  # same visitor (cookie), same day
-    env.client.get(f"/s/{code}", headers={"Cookie": "mp_vid=other"})
+    env.client.cookies.clear()
+    env.client.get(f"/s/{code}", headers={"User-Agent": "another phone"})
     visits = env.get(f"/v1/cards/{card_id}/visits").json()
     assert visits["opens"] == 2 and visits["visitors"] == 2
     env.clock.advance(86_400)
@@ -85,11 +94,12 @@ def test_share_code_is_stable_and_opening_it_records_one_visit_a_day(env: Env) -
     assert env.get(f"/v1/cards/{card_id}/visits").json()["opens"] == 3
 
 
-def test_known_viewer_from_u_is_remembered(env: Env) -> None:
+def test_known_viewer_from_a_token_is_remembered(env: Env) -> None:
     card_id = _card(env)
     code = env.post(f"/v1/cards/{card_id}/shares", {"sharer_id": "u-1"}).json()["code"]
-    r = env.client.get(f"/s/{code}?u=u-42")
-    assert r.cookies.get("mp_vid") == "u-42" and "?u=u-42" in r.text
+    r = _as_viewer(env, "u-42", f"/s/{code}")
+    assert r.status_code == 200 and r.url.path == f"/s/{code}" and "vt=" not in str(r.url)
+    assert "u-42" not in r.text and "mp_vid" in env.client.cookies
     [visit] = env.get(f"/v1/cards/{card_id}/visits").json()["visits"]
     assert visit["visitor_id"] == "u-42" and visit["sharer_id"] == "u-1"
 
@@ -146,9 +156,9 @@ def test_visits_of_unknown_card_is_404(env: Env) -> None:
 def test_erasing_a_user_removes_its_visits_and_clicks(env: Env) -> None:
     card_id = _card(env)
     code = env.post(f"/v1/cards/{card_id}/shares", {"sharer_id": "u-1"}).json()["code"]
-    env.client.get(f"/s/{code}?u=u-42")
-    env.client.get(f"/r/{code}/sku-1?u=u-42", follow_redirects=False)
-    env.client.get(f"/s/{code}?u=u-43")
+    _as_viewer(env, "u-42", f"/s/{code}")
+    env.client.get(f"/r/{code}/sku-1", follow_redirects=False)
+    _as_viewer(env, "u-43", f"/s/{code}")
     r = env.client.delete("/v1/users/u-42", headers={"X-API-Key": "test-key"})
     assert r.status_code == 200 and "cards" in r.json()["erased"]
     visits = env.get(f"/v1/cards/{card_id}/visits").json()
@@ -158,10 +168,10 @@ def test_erasing_a_user_removes_its_visits_and_clicks(env: Env) -> None:
 def test_items_a_viewer_bought_are_not_recommended_again(env: Env) -> None:
     card_id = _card(env)
     code = env.post(f"/v1/cards/{card_id}/shares", {"sharer_id": "u-1"}).json()["code"]
-    assert "有机高铁米粉" in env.client.get(f"/s/{code}?u=u-42").text
+    assert "有机高铁米粉" in _as_viewer(env, "u-42", f"/s/{code}").text
     r = env.post("/v1/orders", {"order_id": "o-1", "user_id": "u-42", "status": "completed",
                                 "amount_cents": 6900, "ts": 1_764_000_000,
                                 "items": [{"item_id": "sku-1", "amount_cents": 6900}]})
     assert r.status_code == 200
-    assert "有机高铁米粉" not in env.client.get(f"/s/{code}?u=u-42").text
-    assert "有机高铁米粉" in env.client.get(f"/s/{code}?u=u-43").text
+    assert "有机高铁米粉" not in _as_viewer(env, "u-42", f"/s/{code}").text
+    assert "有机高铁米粉" in _as_viewer(env, "u-43", f"/s/{code}").text

@@ -16,7 +16,7 @@ import redis
 
 from app import cli
 from app.settings import Settings, get_settings
-from cards.ledger import chain
+from cards.ledger import DEMO_LEDGER_KEY, chain, head_tag
 from store import Batch
 from tests.app.cards_env import running
 from tests.app.test_orders_api import bind, complete, team
@@ -140,7 +140,7 @@ def test_ledger_rebuild_prints_a_diff_and_write_corrects_it(
         ledger = cards.ledger
         b = ledger.names.get("B")
         cur = ledger.cursor()
-        # A buggy applier (or a hand edit that also fixed the chain) paid B 5 yuan too much.
+        # A buggy applier (it holds the ledger key) paid B 5 yuan too much.
         [row] = chain([{"order_id": "o-m", "beneficiary": b, "rule": "team", "kind": "credit",
                         "amount_cents": 500, "rate_bp": 500, "base_cents": 10_000,
                         "reason": "team", "path": [b], "completed_ts": T0, "ts": T0}],
@@ -148,7 +148,10 @@ def test_ledger_rebuild_prints_a_diff_and_write_corrects_it(
         env.services.store.commit(Batch(
             appends=[("plan.ledger", row), (f"plan.ben.{b}", row)],
             puts=[("plan.meta", "cursor", {"events": cur.events, "ledger": row["seq"],
-                                           "head": row["hash"]})]))
+                                           "head": row["hash"],
+                                           "tag": head_tag(key=DEMO_LEDGER_KEY,
+                                                           count=row["seq"],
+                                                           head=row["hash"])})]))
     code, out = run(["ledger", "rebuild"], capsys)
     assert code == 1 and "balance of B" in out and f"entry {row['seq']}" in out
     code, out = run(["ledger", "rebuild", "--write"], capsys)

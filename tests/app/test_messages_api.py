@@ -28,7 +28,9 @@ def msg(n: int, **over: Any) -> dict[str, Any]:
 @pytest.fixture
 def client(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
-    with TestClient(create_app(bot_settings(tmp_path / "data", redis_url=redis_url))) as c:
+    # From loopback: depth() reads /metrics, which answers only to the ops networks.
+    with TestClient(create_app(bot_settings(tmp_path / "data", redis_url=redis_url)),
+                    client=("127.0.0.1", 50000)) as c:
         yield c
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -34,11 +35,17 @@ OA_APP_ID = "wx2c2769f8efd9abc2"
 _ids = itertools.count(7_000_000_000_000_000_000)
 
 
+def wechat_config(mode: str | None = None) -> dict[str, Any]:
+    """The Official Account's settings with the sample keys, in mode (None: derived, i.e.
+    safe since there is a key)."""
+    return {"token": OA_TOKEN, "app_id": OA_APP_ID, "aes_key": OA_AES_KEY, "mode": mode}
+
+
 def bot_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings with WeCom and the Official Account configured with the sample keys."""
     values: dict[str, Any] = {
         "wecom": {"corp_id": CORP_ID, "token": TOKEN, "aes_key": AES_KEY, "agent_id": "1000002"},
-        "wechat": {"token": OA_TOKEN, "app_id": OA_APP_ID, "aes_key": OA_AES_KEY},
+        "wechat": wechat_config(),
         "embedded_worker": False,
         "embedder": "hash",
     }
@@ -103,12 +110,20 @@ def wecom_post(plain: str | bytes, *, token: str = TOKEN, aes_key: str = AES_KEY
     return query, body
 
 
-def wechat_post(plain: str, *, encrypted: bool = True, timestamp: str = "1764202312"
-                ) -> tuple[dict[str, str], bytes]:
-    """Return (query, body) of an Official Account callback (safe mode or plaintext)."""
+def wechat_post(plain: str, *, encrypted: bool = True, timestamp: str = "1764202312",
+                openid: str | None = None) -> tuple[dict[str, str], bytes]:
+    """Return (query, body) of an Official Account callback (safe mode or plaintext).
+
+    WeChat puts the sender's openid in the query too: by default the plain message's
+    FromUserName, as WeChat sends it (none when the message has none)."""
     nonce = str(secrets.randbelow(10**9))
+    if openid is None:
+        sender = re.search(r"<FromUserName>(?:<!\[CDATA\[)?(.*?)(?:\]\]>)?</FromUserName>", plain)
+        openid = sender.group(1) if sender else ""
     query = {"signature": _signature(OA_TOKEN, timestamp, nonce), "timestamp": timestamp,
-             "nonce": nonce, "openid": "oyORnuP8q7ou2gfYjqLzSIWZf0rs"}
+             "nonce": nonce}
+    if openid:
+        query["openid"] = openid
     if not encrypted:
         return query, plain.encode()
     crypto = OACrypto(OA_TOKEN, OA_AES_KEY, OA_APP_ID)

@@ -56,9 +56,11 @@ def wecom() -> WeComCallback:
     return WeComCallback(token=TOKEN, aes_key=AES_KEY, corp_id=CORP_ID)
 
 
-@pytest.fixture
-def oa() -> OfficialAccountCallback:
-    return OfficialAccountCallback(token=OA_TOKEN, app_id=OA_APP_ID, aes_key=OA_AES_KEY)
+@pytest.fixture(params=["plaintext", "compatible", "safe"])
+def oa(request: pytest.FixtureRequest) -> OfficialAccountCallback:
+    """The sample Official Account, with its AES key, in each of its three modes."""
+    return OfficialAccountCallback(token=OA_TOKEN, app_id=OA_APP_ID, aes_key=OA_AES_KEY,
+                                   mode=request.param)
 
 
 def test_wecom_sample_url_verification(wecom: WeComCallback) -> None:
@@ -96,6 +98,13 @@ def test_official_account_sample_url_check(oa: OfficialAccountCallback) -> None:
 
 def test_official_account_plaintext_mode(oa: OfficialAccountCallback) -> None:
     body = message_xml(content="在吗", to="gh_10f6c3c3ac5a").encode()
+    if oa.mode != "plaintext":
+        # Safe and compatible: a valid plain signature (it never covers the body) is not
+        # enough.
+        with pytest.raises(ForbiddenError, match="only encrypted"):
+            oa.open(body, signature=OA_QUERY["signature"], timestamp=OA_QUERY["timestamp"],
+                    nonce=OA_QUERY["nonce"])
+        return
     fields = oa.open(body, signature=OA_QUERY["signature"], timestamp=OA_QUERY["timestamp"],
                      nonce=OA_QUERY["nonce"])
     assert fields["Content"] == "在吗"

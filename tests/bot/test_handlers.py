@@ -16,6 +16,7 @@ from tests.bot.support import (
     drain,
     event_xml,
     message_xml,
+    wechat_config,
     wechat_post,
     wecom_post,
 )
@@ -71,7 +72,9 @@ def test_every_type_reaches_the_worker_once(backend: str, tmp_path: Path,
 
 
 def test_official_account_messages_are_profiled_by_openid(tmp_path: Path) -> None:
-    with bot_app(bot_settings(tmp_path / "data")) as (client, services):
+    # Plaintext mode (with a key): both an encrypted and a plaintext message are taken.
+    with bot_app(bot_settings(tmp_path / "data", wechat=wechat_config("plaintext"))
+                 ) as (client, services):
         openid = "oyORnuP8q7ou2gfYjqLzSIWZf0rs"
         q, b = wechat_post(message_xml(content="有适合敏感肌的面霜吗", sender=openid,
                                        to="gh_10f6c3c3ac5a"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 
-from cards.ledger import PSEUDONYM_PREFIX
+from cards.ledger import DEMO_LEDGER_KEY, PSEUDONYM_PREFIX, head_tag
 from cards.orders import PlanLedger
 from cards.plan import BindEvent, OrderEvent, PlanConfig, replay
 from cards.plan_store import LOG_EVENTS, LOG_LEDGER
@@ -148,7 +148,7 @@ def test_rebuild_finds_a_wrong_ledger_and_write_appends_corrections(store: Store
     _team(ledger, shares, clock)
     b = ledger.names.get("B")
     assert b is not None
-    # An applier with a bug paid B 777 cents too much on o-A1.
+    # An applier with a bug (it holds the ledger key) paid B 777 cents too much on o-A1.
     from cards.ledger import chain
     cur = ledger.cursor()
     bogus = chain([{"order_id": "o-A1", "beneficiary": b, "rule": "direct", "kind": "credit",
@@ -158,7 +158,10 @@ def test_rebuild_finds_a_wrong_ledger_and_write_appends_corrections(store: Store
     store.commit(Batch(appends=[(LOG_LEDGER, bogus[0]), (f"plan.ben.{b}", bogus[0])],
                        puts=[("plan.meta", "cursor", {"events": cur.events,
                                                       "ledger": cur.ledger + 1,
-                                                      "head": bogus[0]["hash"]})]))
+                                                      "head": bogus[0]["hash"],
+                                                      "tag": head_tag(key=DEMO_LEDGER_KEY,
+                                                                      count=cur.ledger + 1,
+                                                                      head=bogus[0]["hash"])})]))
     paid_before = ledger.rewards("B")["balances"]
     report = ledger.rebuild()
     assert not report.identical and b in report.balance_diffs

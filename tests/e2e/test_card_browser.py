@@ -82,6 +82,7 @@ def service(tmp_path: Path) -> Iterator[str]:
         "MINGPIAN_DATA_DIR": str(tmp_path / "data"), "MINGPIAN_API_KEYS": API_KEY,
         "MINGPIAN_PUBLIC_BASE_URL": base, "MINGPIAN_LOG_LEVEL": "WARNING",
         "MINGPIAN_EMBEDDER": "hash", "MINGPIAN_REDIS_URL": "",
+        "MINGPIAN_DEMO": "true",  # the test's short API key would stop serve otherwise
     }
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,

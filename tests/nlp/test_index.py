@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalog_sync.repo import CatalogRepo
+from catalog_sync.repo import CHANGES, CatalogRepo
 from models.catalog import CatalogItem
 from nlp.index import IndexEntry, VectorIndex
 from store.base import Store
@@ -234,3 +234,21 @@ def test_concurrent_readers_during_updates_see_consistent_results(tmp_path: Path
         t.join(5)
     assert not errors
     assert len(index) == 50
+
+
+def test_index_behind_a_trimmed_change_log_rebuilds_instead_of_skipping(store: Store) -> None:
+    # Issue 12 point 5: the purge trims the change log past every *live* reader; a process
+    # whose index fell further behind (restarted from an old saved index, or its reader
+    # mark expired) must not silently skip the trimmed changes.
+    repo = _repo(store)
+    repo.upsert(_catalog(10))
+    index = VectorIndex(repo, dim=DIM)
+    index.load()
+    assert index.version == 10
+    repo.upsert([item(f"late-{i}", title=f"后来上架的商品{i}") for i in range(5)])
+    repo.changes_keep = 1
+    store.trim_log(CHANGES, upto=13)  # changes 11..13 are gone
+    assert index.refresh() is True
+    assert len(index) == 15 and index.version == repo.version()
+    probe = repo.embedder.encode(["后来上架的商品0"])[0]
+    assert index.search(probe, k=1)[0][0].id == "late-0"

@@ -388,3 +388,61 @@ def test_enqueue_many_is_one_write(store: Store, monkeypatch: pytest.MonkeyPatch
         monkeypatch.undo()
         assert sent == ["EVALSHA"]
     assert store.queue_depth("qm7") == 21
+
+
+def test_point5_trim_log_keeps_sequence_numbers(store: Store) -> None:
+    store.append("catalog.changes", [{"n": i} for i in range(1, 11)])
+    assert store.trim_log("catalog.changes", upto=4) == 4
+    assert store.log_length("catalog.changes") == 10  # still every entry ever appended
+    assert store.read_log("catalog.changes", after=0, limit=2) == [(5, {"n": 5}), (6, {"n": 6})]
+    assert store.read_log("catalog.changes", after=7) == [(8, {"n": 8}), (9, {"n": 9}),
+                                                         (10, {"n": 10})]
+    assert store.trim_log("catalog.changes", upto=2) == 0  # already gone
+    # The newest entry always stays, so numbering never restarts.
+    assert store.trim_log("catalog.changes", upto=100) == 5
+    assert store.read_log("catalog.changes") == [(10, {"n": 10})]
+    assert store.append("catalog.changes", [{"n": 11}]) == 11
+    store.commit(Batch(appends=[("catalog.changes", {"n": 12})]))
+    assert store.read_log("catalog.changes", after=10) == [(11, {"n": 11}), (12, {"n": 12})]
+    assert store.log_length("catalog.changes") == 12
+    assert store.trim_log("nothing.here", upto=5) == 0
+
+
+def test_point2_replace_log_entries_overwrites_kept_entries_only(store: Store) -> None:
+    store.append("bot.replies", [{"u": "a"}, {"u": "b"}, {"u": "c"}, {"u": "d"}])
+    store.trim_log("bot.replies", upto=1)
+    assert store.replace_log_entries("bot.replies", {1: {"x": 1}, 3: {"erased": True},
+                                                     9: {"x": 9}}) == 1
+    assert store.read_log("bot.replies") == [(2, {"u": "b"}), (3, {"erased": True}),
+                                             (4, {"u": "d"})]
+    assert store.replace_log_entries("bot.replies", {}) == 0
+
+
+def test_point2_delete_queued_removes_waiting_claimed_and_dead_items(store: Store) -> None:
+    for i in range(5):
+        store.enqueue("inbox", {"user_id": "u-gone" if i % 2 == 0 else "u-stays", "n": i})
+    claimed = store.claim("inbox", consumer="c", max_items=1, visibility_s=30)
+    assert claimed[0].payload["n"] == 0  # u-gone's, held by a worker
+    poison = store.claim("inbox", consumer="c", max_items=2, visibility_s=30)
+    for item in poison:  # n=1 (u-stays) and n=2 (u-gone) are dead-lettered
+        assert store.fail("inbox", item, error="boom", max_attempts=1)
+    assert store.delete_queued("inbox", match=lambda p: p.get("user_id") == "u-gone") == 3
+    assert [d["payload"]["n"] for d in store.dead_letters("inbox")] == [1]
+    left = store.claim("inbox", consumer="c2", max_items=10, visibility_s=30)
+    assert [i.payload["n"] for i in left] == [3]
+    store.ack("inbox", [claimed[0].id, *[i.id for i in left]])  # acking a deleted id is fine
+    assert store.queue_depth("inbox") == 0
+    assert store.delete_queued("inbox", match=lambda p: True) == 1  # the dead letter
+    assert store.dead_letters("inbox") == []
+
+
+def test_point5_purge_expired_drops_expired_records(store: Store) -> None:
+    store.put("tokens.wecom", "short", {"v": 1}, ttl_s=1)
+    store.put("tokens.wecom", "kept", {"v": 2})
+    store.first_seen("dedup:1", 1)
+    time.sleep(1.2)
+    store.purge_expired()
+    assert store.count("tokens.wecom") == 1
+    assert [k for k, _ in store.scan("tokens.wecom")] == ["kept"]
+    assert store.first_seen("dedup:1", 60) is True
+    assert store.purge_expired() == 0  # nothing more to do

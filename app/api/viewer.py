@@ -1,0 +1,36 @@
+"""`POST /v1/viewer-tokens`: the mall vouches for a signed-in viewer of the card pages (§6)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.cards import CardsDep
+from app.deps import ApiKey
+from models.ids import Id
+
+router = APIRouter()
+
+
+class ViewerTokenIn(BaseModel):
+    """Body of `POST /v1/viewer-tokens`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    # Capped at MINGPIAN_VIEWER_TOKEN_MAX_TTL_S; the answer says what was granted.
+    ttl_s: int = Field(default=3600, gt=0)
+
+
+@router.post("/v1/viewer-tokens", dependencies=[ApiKey], tags=["cards"])
+def create_viewer_token(body: ViewerTokenIn, cards: CardsDep) -> JSONResponse:
+    """Return a signed token naming the viewer; card and share pages accept it as `?vt=`."""
+    token, expires_at = cards.issue_viewer_token(body.user_id, ttl_s=body.ttl_s)
+    return JSONResponse({
+        "token": token,
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)),
+        "ttl_s": expires_at - int(cards.clock()),
+    })
