@@ -390,13 +390,8 @@ class SQLiteStore:
         seen = [k for (k,) in db.execute("SELECT key FROM seen WHERE expires_at <= ?", (now,))]
         recs = db.execute("SELECT ns, key FROM records WHERE expires_at IS NOT NULL "
                           "AND expires_at <= ?", (now,)).fetchall()
-        n = 0
-        for i in range(0, len(seen), 1000):
-            chunk = seen[i : i + 1000]
-            marks = ",".join("?" * len(chunk))
-            with self._tx() as tx:
-                n += tx.execute(f"DELETE FROM seen WHERE key IN ({marks}) AND expires_at <= ?",
-                                (*chunk, now)).rowcount
+        n = self._delete_in_chunks("DELETE FROM seen WHERE expires_at <= ? AND key IN ({})",
+                                   (now,), seen)
         for i in range(0, len(recs), 500):
             with self._tx() as tx:
                 n += sum(tx.execute("DELETE FROM records WHERE ns=? AND key=? AND expires_at "
@@ -514,13 +509,18 @@ class SQLiteStore:
                 break
             doomed += [int(i) for i, p in rows if match(json.loads(p))]
             last = int(rows[-1][0])
+        return self._delete_in_chunks("DELETE FROM queue WHERE queue=? AND id IN ({})",
+                                      (queue,), doomed)
+
+    def _delete_in_chunks(self, sql: str, params: tuple[object, ...],
+                          keys: Sequence[object], chunk: int = 500) -> int:
+        """Run sql (its IN list as {}) for keys, chunk by chunk, each in a short transaction
+        of its own so that no callback waits behind one long write; return rows deleted."""
         n = 0
-        for i in range(0, len(doomed), 500):
-            chunk = doomed[i : i + 500]
-            marks = ",".join("?" * len(chunk))
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
             with self._tx() as tx:
-                n += tx.execute(f"DELETE FROM queue WHERE queue=? AND id IN ({marks})",
-                                (queue, *chunk)).rowcount
+                n += tx.execute(sql.format(",".join("?" * len(part))), (*params, *part)).rowcount
         return n
 
     def queue_depth(self, queue: str) -> int:
