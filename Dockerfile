@@ -17,6 +17,7 @@ COPY bot ./bot
 COPY nlp ./nlp
 COPY cards ./cards
 COPY catalog_sync ./catalog_sync
+COPY catalog ./catalog
 COPY store ./store
 COPY models ./models
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -28,18 +28,20 @@ from store import Store
 log = logging.getLogger("mingpian.bot")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BotKit:
-    """Callbacks (HTTP side), the inbox, and the worker's handler and senders."""
+    """Callbacks (HTTP side), the inbox, and the worker's handler and senders.
+
+    The WeCom and Official Account parts are None when their settings are absent."""
 
     inbox: Inbox
     replier: Replier
+    handler: InboxHandler
+    http: httpx.Client
     wecom: WeComCallback | None = None
     wechat: OfficialAccountCallback | None = None
-    handler: InboxHandler | None = None
     wecom_client: WeComClient | None = None
     wechat_client: OfficialAccountClient | None = None
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
 
     def close(self) -> None:
         """Finish the inbox's write in flight; release the HTTP connection pool."""
@@ -59,29 +61,29 @@ def reply_policy(settings: Settings) -> ReplyPolicy:
     )
 
 
-def build_bot(settings: Settings, store: Store, *, queue: str,
-              pipeline: MessagePipeline | None,
-              recommender: Recommender | None) -> BotKit:
-    """Build the bot for this process; without a pipeline the worker side stays unwired."""
+def build_bot(settings: Settings, store: Store, *, queue: str, pipeline: MessagePipeline,
+              recommender: Recommender) -> BotKit:
+    """Build the bot for this process: callbacks and clients for the configured platforms,
+    the inbox, and the worker's handler over the pipeline."""
     ttl = settings.dedup_ttl_days * 86_400
     http = httpx.Client(timeout=10.0)
     senders: dict[str, Sender] = {}
-    kit = BotKit(inbox=Inbox(store, queue=queue, dedup_ttl_s=ttl),
-                 replier=Replier(store=store, policy=reply_policy(settings),
-                                 recommender=recommender, senders=senders),
-                 http=http)
+    replier = Replier(store=store, policy=reply_policy(settings), recommender=recommender,
+                      senders=senders)
     group_channel = WECOM_APPCHAT
+    wecom: WeComCallback | None = None
+    wecom_client: WeComClient | None = None
     if settings.wecom is not None:
         w = settings.wecom
-        kit.wecom = WeComCallback(token=w.token.get_secret_value(),
-                                  aes_key=w.aes_key.get_secret_value(), corp_id=w.corp_id,
-                                  max_elements=settings.max_callback_elements)
+        wecom = WeComCallback(token=w.token.get_secret_value(),
+                              aes_key=w.aes_key.get_secret_value(), corp_id=w.corp_id,
+                              max_elements=settings.max_callback_elements)
         webhook = w.robot_webhook_key.get_secret_value() if w.robot_webhook_key else None
         if w.secret is not None or webhook:
-            client = WeComClient(store, http, api_base=w.api_base, corp_id=w.corp_id,
-                                 secret=w.secret.get_secret_value() if w.secret else "",
-                                 agent_id=w.agent_id, webhook_key=webhook)
-            kit.wecom_client = client
+            client = wecom_client = WeComClient(
+                store, http, api_base=w.api_base, corp_id=w.corp_id,
+                secret=w.secret.get_secret_value() if w.secret else "", agent_id=w.agent_id,
+                webhook_key=webhook)
             if w.secret is not None:
                 senders[WECOM_USER] = lambda to, text: client.send_text(to_user=to, text=text)
                 senders[WECOM_APPCHAT] = lambda chat, text: client.send_group_text(
@@ -90,19 +92,21 @@ def build_bot(settings: Settings, store: Store, *, queue: str,
                 # A group robot posts into the one group it was added to.
                 senders[WECOM_WEBHOOK] = lambda _chat, text: client.send_webhook_text(text=text)
                 group_channel = WECOM_WEBHOOK
+    wechat: OfficialAccountCallback | None = None
+    wechat_client: OfficialAccountClient | None = None
     if settings.wechat is not None:
         c = settings.wechat
-        kit.wechat = OfficialAccountCallback(
+        wechat = OfficialAccountCallback(
             token=c.token.get_secret_value(), app_id=c.app_id,
             aes_key=c.aes_key.get_secret_value() if c.aes_key else None, mode=c.mode,
             max_elements=settings.max_callback_elements)
         if c.app_secret is not None:
-            oa = OfficialAccountClient(store, http, api_base=c.api_base, app_id=c.app_id,
-                                       app_secret=c.app_secret.get_secret_value())
-            kit.wechat_client = oa
+            oa = wechat_client = OfficialAccountClient(
+                store, http, api_base=c.api_base, app_id=c.app_id,
+                app_secret=c.app_secret.get_secret_value())
             senders[WECHAT_CUSTOM] = lambda to, text: oa.send_text(to_user=to, text=text)
-    if pipeline is not None:
-        kit.handler = InboxHandler(store=store, queue=queue, pipeline=pipeline,
-                                   replier=kit.replier, group_channel=group_channel,
-                                   dedup_ttl_s=ttl)
-    return kit
+    handler = InboxHandler(store=store, queue=queue, pipeline=pipeline, replier=replier,
+                           group_channel=group_channel, dedup_ttl_s=ttl)
+    return BotKit(inbox=Inbox(store, queue=queue, dedup_ttl_s=ttl), replier=replier,
+                  handler=handler, http=http, wecom=wecom, wechat=wechat,
+                  wecom_client=wecom_client, wechat_client=wechat_client)

@@ -14,18 +14,19 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.settings import Settings
-from catalog_sync.repo import CatalogRepo
+from catalog.repo import CatalogRepo
 from nlp.embed import CachedEmbedder, Embedder, load_embedder
 from nlp.index import VectorIndex
 from nlp.recommend import ProfileSource, Recommender, TagSpace
 from nlp.signals import Signals
+from nlp.taxonomy import Taxonomy
 from store import Store
 
 log = logging.getLogger("mingpian.catalog")
 
 _lock = threading.Lock()
 _embedders: dict[tuple[str, int | None], CachedEmbedder] = {}
-_tag_spaces: dict[int, TagSpace] = {}
+_tag_spaces: dict[tuple[int, tuple[tuple[str, tuple[str, ...]], ...]], TagSpace] = {}
 
 
 def shared_embedder(spec: str, *, threads: int | None = None) -> CachedEmbedder:
@@ -41,12 +42,15 @@ def shared_embedder(spec: str, *, threads: int | None = None) -> CachedEmbedder:
         return emb
 
 
-def shared_tag_space(embedder: Embedder) -> TagSpace:
-    """Return the tag vectors of the shipped taxonomy for this embedder (computed once)."""
+def shared_tag_space(embedder: Embedder, taxonomy: Taxonomy) -> TagSpace:
+    """Return the tag vectors of a taxonomy for this embedder (computed once per embedder
+    and taxonomy content)."""
+    prototypes = taxonomy.prototypes()
+    key = (id(embedder), tuple((tag, tuple(texts)) for tag, texts in prototypes.items()))
     with _lock:
-        space = _tag_spaces.get(id(embedder))
+        space = _tag_spaces.get(key)
         if space is None:
-            space = _tag_spaces[id(embedder)] = TagSpace.default(embedder)
+            space = _tag_spaces[key] = TagSpace(embedder, prototypes)
         return space
 
 
@@ -64,9 +68,11 @@ class CatalogKit:
         self.index.close()
 
 
-def build_catalog(settings: Settings, store: Store, *, embedder: Embedder | None = None,
-                  profiles: ProfileSource | None = None, follow: bool = True) -> CatalogKit:
-    """Load (or build) the index and start following the catalog's change log."""
+def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
+                  embedder: Embedder | None = None, profiles: ProfileSource | None = None,
+                  follow: bool = True) -> CatalogKit:
+    """Load (or build) the index and start following the catalog's change log; the
+    recommender matches tags of ``taxonomy`` (the tagger's, app/nlp_wiring.load_taxonomy)."""
     emb = embedder or shared_embedder(settings.embedder, threads=settings.embedder_threads)
     repo = CatalogRepo(store, embedder=emb)
     persist = settings.data_dir / "index" if store.backend == "sqlite" else None
@@ -76,7 +82,7 @@ def build_catalog(settings: Settings, store: Store, *, embedder: Embedder | None
     if follow:
         index.start(poll_s=settings.index_poll_s)
     rec = Recommender(index=index, items=repo, embedder=emb, signals=Signals(store),
-                      tags=shared_tag_space(emb), profiles=profiles)
+                      tags=shared_tag_space(emb, taxonomy), profiles=profiles)
     log.info("catalog index: %d items (%s), version %d", len(index), index.index_type,
              index.version)
     return CatalogKit(embedder=emb, repo=repo, index=index, recommender=rec)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, get_settings
 
@@ -24,7 +26,27 @@ def serving_app() -> FastAPI:
     from app.catalog_wiring import tune_for_serving
     from app.main import create_app
 
-    return tune_for_serving(create_app(get_settings()))
+    settings = get_settings()
+    configure_logging(settings)  # a fresh process: the root logger as `mingpian` sets it
+    return tune_for_serving(create_app(settings))
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up this process's logging: MINGPIAN_LOG_LEVEL, MINGPIAN_LOG_FORMAT (text|json)."""
+    from app.logging_filter import configure_logging as configure_root
+
+    configure_root(level=settings.log_level, fmt=settings.log_format)
+    for noisy in ("faiss.loader", "httpx", "jieba"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+
+
+def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
+    """uvicorn.run's logging arguments: its own text set-up, or (json) none, so that its
+    loggers reach the root's JSON handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return {"log_level": settings.log_level.lower(),
+            "log_config": None if settings.log_format == "json" else LOGGING_CONFIG}
 
 
 def _refuse_to_start(settings: Settings) -> bool:
@@ -47,22 +69,35 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.workers > 1:
         # Several processes on one listening socket: each builds its own app from the same
-        # environment; the store (SQLite file or Redis) is what they share.
+        # environment; the store (SQLite file or Redis) is what they share, and one metrics
+        # directory (fresh each start) lets /metrics sum them all (app/metrics.py).
+        from app.metrics import MULTIPROC_ENV, multiprocess_dir, use_multiprocess_dir
+
+        use_multiprocess_dir(Path(os.environ.get(MULTIPROC_ENV) or
+                                  multiprocess_dir(settings.data_dir)), clean=True)
         uvicorn.run("app.cli:serving_app", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                    access_log=False)
+                    host=args.host, port=args.port, access_log=False,
+                    **_uvicorn_logging(settings))
         return 0
     from app.catalog_wiring import tune_for_serving
     from app.main import create_app
 
     uvicorn.run(tune_for_serving(create_app(settings)), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                access_log=False, **_uvicorn_logging(settings))
     return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if _refuse_to_start(settings):
         return 2
+    from app.metrics import MULTIPROC_ENV, Metrics, multiprocess_dir, use_multiprocess_dir
+
+    # Next to a `serve --workers N` on this machine (same data directory, or the same
+    # PROMETHEUS_MULTIPROC_DIR), the worker's counters join that serve's /metrics.
+    shared = Path(os.environ.get(MULTIPROC_ENV) or multiprocess_dir(settings.data_dir))
+    if os.environ.get(MULTIPROC_ENV) or shared.is_dir():
+        use_multiprocess_dir(shared, clean=False)
+    metrics = Metrics()
     from app.services import build_services
     from app.worker import run_worker
 
@@ -82,7 +117,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        stats = run_worker(services, stop=stop)
+        stats = run_worker(services, stop=stop, metrics=metrics)
     finally:
         services.close()
         if embedder is not None:
@@ -130,10 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; return the exit status."""
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("faiss.loader", "httpx", "jieba"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.root.level))
+    configure_logging(settings)
     fn: Command = args.fn
     return fn(args, settings)
 

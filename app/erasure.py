@@ -19,25 +19,13 @@ log = logging.getLogger("mingpian.erasure")
 
 def erase_user(services: Services, user_id: str) -> list[str]:
     """Erase the user from every domain; return the domains that were asked, in order."""
-    done: list[str] = []
-    if services.pipeline is not None:  # profile, retained messages (nlp)
-        services.pipeline.erase_user(user_id)
-        done.append("nlp")
-    elif services.profiles is not None:
-        services.profiles.erase_user(user_id)
-        done.append("nlp")
+    services.pipeline.erase_user(user_id)  # profile, retained messages (nlp)
     # Queued and dead-lettered messages, events and reply jobs of the user (bot).
     queued = erase_queued(services.store, INBOX, user_id)
-    done.append("queue")
-    if services.bot is not None:  # the reply log and reply-rate state (bot)
-        services.bot.replier.erase_user(user_id)
-        done.append("replies")
-    if services.cards is not None:  # visits, clicks, share codes; ledger pseudonymised
-        services.cards.erase_user(user_id)
-        done.append("cards")
-    if services.recommender is not None:  # what the user bought (recommendation filter)
-        services.recommender.forget_user(user_id)
-        done.append("recommendations")
-    log.info("erased user %s from %s (%d queued items)", user_id, ", ".join(done) or "nothing",
+    services.bot.replier.erase_user(user_id)  # the reply log and reply-rate state (bot)
+    services.cards.erase_user(user_id)  # visits, clicks, share codes; ledger pseudonymised
+    services.recommender.forget_user(user_id)  # what the user bought (recommendation filter)
+    done = ["nlp", "queue", "replies", "cards", "recommendations"]
+    log.info("erased user %s from %s (%d queued items)", user_id, ", ".join(done),
              queued)
     return done

@@ -4,14 +4,17 @@
 stack text through :func:`nlp.privacy.redact`. :func:`install_log_redaction` applies it to
 every record the process creates — through the log-record factory, so handlers added later
 (uvicorn's, a test's caplog) see redacted records too — and attaches the filter to the
-root logger's handlers.
+root logger's handlers. :func:`configure_logging` sets up the root logger, as plain text or
+(``MINGPIAN_LOG_FORMAT=json``) one JSON object a line, redacted all the same.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from nlp.privacy import redact
@@ -87,3 +90,36 @@ def install_log_redaction() -> None:
         for handler in logging.getLogger().handlers:
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(flt)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
+    and ``exc`` / ``stack`` when the record has them; all of it redacted first."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        redact_record(record)
+        entry: dict[str, str] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(*, level: str, fmt: str = "text") -> None:
+    """Give the root logger one stderr handler: plain text, or JSON lines with fmt "json"
+    (MINGPIAN_LOG_FORMAT); nothing changes when it has a handler already."""
+    if fmt == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level=level.upper(), format=TEXT_FORMAT)

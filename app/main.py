@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, *,
         svc = services or build_services(settings)
         worker = None
         if settings.embedded_worker and svc.store.backend == "sqlite":
-            worker = start_background_worker(svc)
+            worker = start_background_worker(svc, metrics=app.state.metrics)
         try:
             yield {"services": svc}
         finally:

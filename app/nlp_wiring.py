@@ -30,12 +30,18 @@ def build_profiles(settings: Settings, store: Store) -> ProfileRepo:
     return ProfileRepo(store, half_life_days=settings.profile_half_life_days)
 
 
-def build_nlp(settings: Settings, store: Store, *, embedder: Embedder,
+def load_taxonomy(settings: Settings) -> Taxonomy:
+    """Return the process's taxonomy: the shipped one, or taxonomy_path, plus
+    extra_taxonomy_path and the example sentences. Built once and handed to both the tagger
+    (build_nlp) and the recommender (app/catalog_wiring.build_catalog)."""
+    return Taxonomy.load(settings.taxonomy_path, extra=settings.extra_taxonomy_path,
+                         examples=settings.taxonomy_examples_path)
+
+
+def build_nlp(settings: Settings, store: Store, *, embedder: Embedder, taxonomy: Taxonomy,
               profiles: ProfileRepo | None = None) -> NlpKit:
-    """Load the taxonomy and build the tagger and pipeline (the tag index is built lazily,
+    """Build the tagger over ``taxonomy`` and the pipeline (the tag index is built lazily,
     on the first message, from the embedder)."""
-    taxonomy = Taxonomy.load(settings.taxonomy_path, extra=settings.extra_taxonomy_path,
-                             examples=settings.taxonomy_examples_path)
     tagger = Tagger(taxonomy=taxonomy, embedder=embedder)
     repo = profiles or build_profiles(settings, store)
     pipeline = MessagePipeline(store=store, tagger=tagger, profiles=repo,

@@ -34,9 +34,9 @@ class PurgeReport:
 def purge_once(services: Services) -> PurgeReport:
     """Purge now, in this process; return what went."""
     expired = services.store.purge_expired()
-    changes = services.catalog.trim_changes() if services.catalog is not None else 0
-    replies = services.bot.replier.purge() if services.bot is not None else 0
-    visits = services.cards.purge_visits() if services.cards is not None else 0
+    changes = services.catalog.trim_changes()
+    replies = services.bot.replier.purge()
+    visits = services.cards.purge_visits()
     report = PurgeReport(expired=expired, changes=changes, replies=replies, visits=visits)
     log.info("purged %d expired keys, %d change-log entries, %d reply-log entries, %d visits",
              expired, changes, replies, visits)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cards.plan.config import PlanConfig
+
 DEFAULT_SHARE_SECRET = "change-me-share-secret"
 
 
@@ -36,19 +38,6 @@ class WeComSettings(BaseModel):
     api_base: str = "https://qyapi.weixin.qq.com"
     robot_webhook_key: SecretStr | None = None  # group-robot webhook key, optional
     bot_names: list[str] = Field(default_factory=lambda: ["名片助手"])
-
-
-class PlanSettings(BaseModel):
-    """The 2+1 referral plan (CONTRACTS §7); the engine clamps what compliance demands."""
-
-    agent_threshold_cents: int = 1
-    slide_count: int = 2
-    direct_bp: int = 1000
-    team_bp: int = 500
-    peer_bp: int = 2000
-    max_levels: int = 2
-    max_total_bp: int = 3000
-    freeze_days: int = 7
 
 
 class ReplySettings(BaseModel):
@@ -96,7 +85,7 @@ class Settings(BaseSettings):
     worker_embedder_processes: int = 2
     wechat: WeChatSettings | None = None
     wecom: WeComSettings | None = None
-    plan: PlanSettings = PlanSettings()
+    plan: PlanConfig = PlanConfig()  # MINGPIAN_PLAN__*; the engine clamps it (config.py)
     reply: ReplySettings = ReplySettings()
 
     dedup_ttl_days: int = 7
@@ -133,6 +122,7 @@ class Settings(BaseSettings):
     tz_offset_hours: int = 8  # Asia/Shanghai, for quiet hours and "per visitor per day"
     poster_font: Path | None = None  # a CJK .ttf/.ttc/.otf for posters; None = find one
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a log line
 
     @field_validator("redis_url")
     @classmethod

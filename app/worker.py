@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Sequence
 
+from app.metrics import Metrics
 from app.purge import start_purger
 from app.services import INBOX, Services
 from store import QueueItem
@@ -26,8 +27,10 @@ def handle_inbox(services: Services, items: Sequence[QueueItem]) -> None:
     services.inbox_handler(items)
 
 
-def run_worker(services: Services, *, stop: threading.Event) -> ConsumerStats:
-    """Consume the inbox, and purge on schedule (app/purge.py), until stop is set."""
+def run_worker(services: Services, *, stop: threading.Event,
+               metrics: Metrics | None = None) -> ConsumerStats:
+    """Consume the inbox, and purge on schedule (app/purge.py), until stop is set; count
+    what was processed and dead-lettered into metrics when given."""
     s = services.settings
     log.info("worker %s consuming %r (%s back-end)", consumer_name(), INBOX,
              services.store.backend)
@@ -40,16 +43,19 @@ def run_worker(services: Services, *, stop: threading.Event) -> ConsumerStats:
             item_handler=lambda item: handle_inbox(services, [item]),
             max_items=s.worker_batch, visibility_s=s.queue_visibility_s,
             max_attempts=s.queue_max_attempts,
+            stats=metrics.consumer_stats(INBOX) if metrics is not None else None,
         )
     finally:
         stop.set()  # run_consumer only returns once stop is set, or on an error
         purger.join(timeout=10)
 
 
-def start_background_worker(services: Services) -> tuple[threading.Thread, threading.Event]:
+def start_background_worker(services: Services, *, metrics: Metrics | None = None
+                            ) -> tuple[threading.Thread, threading.Event]:
     """Start the in-process consumer thread; return it and its stop event."""
     stop = threading.Event()
-    t = threading.Thread(target=run_worker, args=(services,), kwargs={"stop": stop},
+    t = threading.Thread(target=run_worker, args=(services,),
+                         kwargs={"stop": stop, "metrics": metrics},
                          name="mingpian-worker", daemon=True)
     t.start()
     return t, stop

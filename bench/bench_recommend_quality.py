@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog.repo import CatalogRepo
 from catalog_sync.loader import demo_catalog_path, import_rows, read_jsonl
-from catalog_sync.repo import CatalogRepo
 from models.catalog import CatalogItem
 from nlp.embed import load_embedder
 from nlp.index import VectorIndex

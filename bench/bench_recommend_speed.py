@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 
 from bench import synthetic
-from catalog_sync.repo import CatalogRepo
+from catalog.repo import CatalogRepo
 from models.messages import ChatMessage
 from nlp.embed import load_embedder
 from nlp.index import _KIND_CODE, VectorIndex, _from_rows, _Meta, _save

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from catalog.repo import CatalogRepo
 from catalog_sync.loader import demo_catalog_path
-from catalog_sync.repo import CatalogRepo
 from catalog_sync.source import MallSource
 from catalog_sync.sync import sync_catalog
 from nlp.embed import load_embedder

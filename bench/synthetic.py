@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from catalog.repo import CHANGES, NS_ITEM, NS_VEC, encode_vector
 from catalog_sync.loader import demo_catalog_path
-from catalog_sync.repo import CHANGES, NS_ITEM, NS_VEC, encode_vector
 from models.catalog import CatalogItem
 from nlp.embed import Embedder
 from nlp.recommend import taxonomy_prototypes

@@ -16,14 +16,9 @@ from pydantic import ValidationError
 
 from bot.callback import XmlDoc, text_field
 from bot.dedup import platform_key, safe_id
-from bot.inbox import KIND_MESSAGE, KIND_PLATFORM, KIND_REPLY
-from bot.replies import (
-    WECHAT_CUSTOM,
-    WECOM_APPCHAT,
-    WECOM_USER,
-    Conversation,
-    Replier,
-)
+from bot.inbox import KIND_MESSAGE, KIND_PLATFORM
+from bot.replies import Replier
+from bot.routing import KIND_REPLY, WECOM_APPCHAT, Conversation, ReplyJob, mentions, route
 from models.messages import ChatMessage
 from nlp.pipeline import MessagePipeline
 from store import Batch, QueueItem, Store
@@ -70,7 +65,7 @@ def message_from_platform(source: str, fields: XmlDoc, *, received_at: int,
         text=text[:_MAX_TEXT],
         ts=ts,
         msg_type=msg_type,
-        mentions_bot=any(f"@{n}" in text for n in bot_names if n),
+        mentions_bot=mentions(text, bot_names),
     )
 
 
@@ -95,7 +90,7 @@ class InboxHandler:
     def __call__(self, items: Sequence[QueueItem]) -> None:
         messages: list[ChatMessage] = []
         convs: dict[str, Conversation | None] = {}
-        replies: list[dict[str, Any]] = []
+        replies: list[ReplyJob] = []
         for item in items:
             kind = item.payload.get("kind")
             if kind == KIND_PLATFORM:
@@ -103,7 +98,10 @@ class InboxHandler:
             elif kind == KIND_MESSAGE:
                 found = self._message(item.payload)
             elif kind == KIND_REPLY:
-                replies.append(item.payload)
+                try:
+                    replies.append(ReplyJob.model_validate(item.payload))
+                except ValidationError:
+                    self._reject("invalid_reply", item.id)
                 continue
             else:
                 self._reject(f"kind:{str(kind)[:32]}", item.id)
@@ -120,7 +118,8 @@ class InboxHandler:
 
     def _process(self, messages: list[ChatMessage],
                  convs: dict[str, Conversation | None]) -> None:
-        processed = self.pipeline.process(messages)
+        # Redacted once, by the inbox, before they were queued.
+        processed = self.pipeline.process_redacted(messages)
         if self.replier is None:
             return
         for pm in processed:
@@ -128,7 +127,7 @@ class InboxHandler:
             # deduplicated by message id and the rate limit holds, so it never answers twice.
             job = self.replier.decide(pm.msg, convs.get(pm.msg.msg_id))
             if job is not None:
-                self.store.enqueue(self.queue, job, dedup_key=f"reply:{pm.msg.msg_id}",
+                self.store.enqueue(self.queue, job.payload(), dedup_key=f"reply:{pm.msg.msg_id}",
                                    dedup_ttl_s=self.dedup_ttl_s)
 
     def _platform(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
@@ -151,16 +150,12 @@ class InboxHandler:
             # Accepted and acknowledged, recorded as unknown; still a message of its sender.
             self.store.commit(Batch(incrs=[(UNKNOWN_NS, msg.msg_type[8:], 1)],
                                     once=f"unknown:{msg.msg_id}", once_ttl_s=self.dedup_ttl_s))
-        sender = text_field(fields, "FromUserName")
-        chat_id = text_field(fields, "ChatId")
-        conv: Conversation | None
-        if source == "wechat":
-            conv = Conversation(WECHAT_CUSTOM, sender)
-        elif chat_id:
-            conv = Conversation(WECOM_APPCHAT, chat_id)
-        else:
-            conv = Conversation(WECOM_USER, sender)
-        return msg, conv
+        # Answered at the platform's own ids (the message carries safe_id forms of them). A
+        # callback's ChatId is an app group chat: answered with appchat/send, never through a
+        # group-robot webhook, which reaches only the one group its robot sits in.
+        return msg, route(platform=msg.platform, group_id=text_field(fields, "ChatId"),
+                          user_id=text_field(fields, "FromUserName"),
+                          group_channel=WECOM_APPCHAT)
 
     def _message(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
         try:
@@ -168,15 +163,8 @@ class InboxHandler:
         except ValidationError:
             self._reject("invalid_message", "")
             return None
-        conv: Conversation | None = None
-        if msg.group_id is not None:
-            if msg.platform != "wechat":  # a personal-WeChat group has no API to answer in
-                conv = Conversation(self.group_channel, msg.group_id)
-        elif msg.platform == "wecom":
-            conv = Conversation(WECOM_USER, msg.user_id)
-        elif msg.platform == "wechat":
-            conv = Conversation(WECHAT_CUSTOM, msg.user_id)
-        return msg, conv
+        return msg, route(platform=msg.platform, group_id=msg.group_id, user_id=msg.user_id,
+                          group_channel=self.group_channel)
 
     def _reject(self, reason: str, ref: str) -> None:
         log.warning("inbox item skipped (%s) %s", reason, ref)

@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from pydantic import ValidationError
+
 from bot.callback import XmlDoc, text_field
 from bot.dedup import message_key, platform_key, safe_id
+from bot.routing import KIND_REPLY, ReplyJob
 from models.messages import ChatMessage
-from nlp.privacy import redact
+from nlp.privacy import redact, redact_message
 from store import Store
 from store.base import JSON
 from store.groupcommit import GroupCommit
@@ -25,15 +28,13 @@ Source = Literal["wecom", "wechat"]
 # Queue payload kinds (field "kind"); the worker dispatches on it.
 KIND_PLATFORM = "platform"  # a decrypted callback: {"source", "fields", "at"}
 KIND_MESSAGE = "message"  # a ChatMessage from /v1/messages or ingest: {"message"}
-KIND_REPLY = "reply"  # a reply to send: see bot/replies.py
+# KIND_REPLY (bot/routing.py): a ReplyJob, queued by the worker.
 
 # Fields of a callback that carry what a person typed: redacted before they are queued.
 TEXT_FIELDS = ("Content", "Recognition", "Title", "Description", "Label")
 # Fields of a callback that name a person: the sender, and in contact events the external
 # contact and the member (erasure looks for the user in each).
 PERSON_FIELDS = ("FromUserName", "ExternalUserID", "UserID")
-# Reply channels addressed to one person (bot/replies.py): the address is a user id.
-_PERSONAL_CHANNELS = ("wecom_user", "wechat_custom")
 
 
 def concerns_user(payload: JSON, user_id: str) -> bool:
@@ -50,8 +51,10 @@ def concerns_user(payload: JSON, user_id: str) -> bool:
         return any(v and user_id in (v, safe_id(v))
                    for v in (text_field(fields, f) for f in PERSON_FIELDS))
     if kind == KIND_REPLY:
-        return payload.get("user_id") == user_id or (
-            payload.get("channel") in _PERSONAL_CHANNELS and payload.get("address") == user_id)
+        try:
+            return ReplyJob.model_validate(payload).concerns(user_id)
+        except ValidationError:
+            return False  # the worker rejects it without sending; it holds nothing usable
     return False
 
 
@@ -98,8 +101,7 @@ class Inbox:
 
     def accept_message(self, msg: ChatMessage) -> bool:
         """Queue a chat message; return False when its msg_id was already queued."""
-        doc = msg.model_dump(mode="json")
-        doc["text"] = redact(msg.text)
+        doc = redact_message(msg).model_dump(mode="json")
         payload = {"kind": KIND_MESSAGE, "message": doc}
         return self.store.enqueue(self.queue, payload, dedup_key=message_key(msg.msg_id),
                                   dedup_ttl_s=self.dedup_ttl_s)

@@ -19,6 +19,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from bot.routing import PERSONAL_CHANNELS, Conversation, ReplyJob, mentions, strip_mentions
+
+# The channels, re-exported for the wiring (app/bot_wiring.py).
+from bot.routing import WECHAT_CUSTOM as WECHAT_CUSTOM
+from bot.routing import WECOM_APPCHAT as WECOM_APPCHAT
+from bot.routing import WECOM_USER as WECOM_USER
+from bot.routing import WECOM_WEBHOOK as WECOM_WEBHOOK
 from models.errors import UpstreamError
 from models.messages import ChatMessage
 from nlp.profile import erased_at
@@ -30,12 +37,6 @@ log = logging.getLogger("mingpian.replies")
 RATE_NS = "bot.reply_rate"  # conversation → the last reply's time; expires with the interval
 REPLY_LOG = "bot.replies"
 REPLY_LOG_KEEP = 10_000  # newest reply-log entries kept by purge(); older ones are trimmed
-
-# Channels a reply can take; see bot/platform.py.
-WECOM_USER = "wecom_user"  # message/send to one member
-WECOM_APPCHAT = "wecom_appchat"  # appchat/send to an app group chat
-WECOM_WEBHOOK = "wecom_webhook"  # the group robot's webhook
-WECHAT_CUSTOM = "wechat_custom"  # Official Account customer-service message
 
 # Cues that a chat line asks something. The recommender still has to be confident.
 _QUESTION_CUES = ("?", "？", "吗", "呢", "么", "推荐", "哪个", "哪款", "哪种", "哪家", "什么",
@@ -61,18 +62,6 @@ class ReplyPolicy:
     dedup_ttl_s: int = 7 * 86_400
 
 
-@dataclass(frozen=True)
-class Conversation:
-    """Where a reply to a message would go."""
-
-    channel: str
-    address: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.channel}:{self.address}"
-
-
 def is_quiet(now: float, *, start_hour: int, end_hour: int, tz_offset_hours: int) -> bool:
     """Return whether `now` (Unix seconds) falls in the quiet hours, local time."""
     hour = int((now + tz_offset_hours * 3600) // 3600) % 24
@@ -81,11 +70,6 @@ def is_quiet(now: float, *, start_hour: int, end_hour: int, tz_offset_hours: int
     if start_hour < end_hour:
         return start_hour <= hour < end_hour
     return hour >= start_hour or hour < end_hour
-
-
-def mentions(text: str, names: Sequence[str]) -> bool:
-    """Return whether the text @-mentions one of the names (half- or full-width @)."""
-    return any(f"@{n}" in text or f"＠{n}" in text for n in names if n)
 
 
 def looks_like_question(text: str) -> bool:
@@ -123,7 +107,7 @@ class Replier:
         return (msg.from_bot or msg.user_id in p.bot_user_ids
                 or (msg.user_name is not None and msg.user_name in p.bot_names))
 
-    def decide(self, msg: ChatMessage, conv: Conversation | None) -> dict[str, object] | None:
+    def decide(self, msg: ChatMessage, conv: Conversation | None) -> ReplyJob | None:
         """Return a reply job for this (redacted) message, or None when the bot stays silent."""
         p = self.policy
         if not p.enabled or conv is None or conv.channel not in self.senders:
@@ -141,7 +125,7 @@ class Replier:
         last = self.store.get(RATE_NS, conv.key)
         if last is not None and now - float(last.doc.get("at", 0)) < p.min_interval_s:
             return None
-        query = _strip_mentions(msg.text, p.bot_names)
+        query = strip_mentions(msg.text, p.bot_names)
         result = self.recommender.for_text(query or msg.text, k=p.max_items,
                                            user_id=msg.user_id)
         items = list(result.items)[: p.max_items]
@@ -156,43 +140,39 @@ class Replier:
         self.store.put(RATE_NS, conv.key, {"at": now, "msg_id": msg.msg_id,
                                            "user_id": msg.user_id},
                        ttl_s=max(1, p.min_interval_s))
-        return {
-            "kind": "reply", "reply_id": msg.msg_id, "channel": conv.channel,
-            "address": conv.address, "conversation": conv.key,
-            "text": render(items, card_url=p.card_url, user_name=msg.user_name),
-            "items": [it.id for it in items], "mentioned": mentioned,
-            "user_id": msg.user_id, "ts": msg.ts,
-        }
+        return ReplyJob(reply_id=msg.msg_id, channel=conv.channel, address=conv.address,
+                        conversation=conv.key,
+                        text=render(items, card_url=p.card_url, user_name=msg.user_name),
+                        items=tuple(it.id for it in items), mentioned=mentioned,
+                        user_id=msg.user_id, ts=msg.ts)
 
     def _erased(self, user_id: str, ts: int) -> bool:
         at = erased_at(self.store, user_id)
         return at is not None and ts <= at
 
-    def send(self, job: Mapping[str, object]) -> bool:
+    def send(self, job: ReplyJob) -> bool:
         """Send a reply job once; return False when it was already sent (or has no channel)."""
-        channel, address = str(job["channel"]), str(job["address"])
-        sender = self.senders.get(channel)
+        sender = self.senders.get(job.channel)
         if sender is None:
-            log.warning("no sender for channel %s; reply %s dropped", channel, job["reply_id"])
+            log.warning("no sender for channel %s; reply %s dropped", job.channel, job.reply_id)
             return False
-        user_id = job.get("user_id")
-        if isinstance(user_id, str) and self._erased(user_id, _int(job.get("ts"))):
-            log.info("reply %s dropped: its asker was erased", job["reply_id"])
+        if job.user_id is not None and self._erased(job.user_id, job.ts):
+            log.info("reply %s dropped: its asker was erased", job.reply_id)
             return False
-        marker = f"reply-sent:{job['reply_id']}"
+        marker = f"reply-sent:{job.reply_id}"
         if not self.store.first_seen(marker, self.policy.dedup_ttl_s):
             return False
         try:
-            sender(address, str(job["text"]))
+            sender(job.address, job.text)
         except UpstreamError:
             # The platform said no (or could not be reached): nothing went out, so a retry
             # of this job may send it.
             self.store.forget(marker)
             raise
-        self.store.append(REPLY_LOG, [{"reply_id": job["reply_id"], "channel": channel,
-                                       "conversation": job.get("conversation", ""),
-                                       "items": job.get("items", []), "at": int(self.clock()),
-                                       "user_id": job.get("user_id")}])
+        self.store.append(REPLY_LOG, [{"reply_id": job.reply_id, "channel": job.channel,
+                                       "conversation": job.conversation,
+                                       "items": list(job.items), "at": int(self.clock()),
+                                       "user_id": job.user_id}])
         return True
 
     def purge(self) -> int:
@@ -204,7 +184,7 @@ class Replier:
         """Erase the user from the reply log and the reply-rate state; return how many
         entries and records were erased. Log entries keep their place (sequence numbers are
         read by nothing but stay stable) with only the channel, time and items left."""
-        personal = {f"{ch}:{user_id}" for ch in (WECOM_USER, WECHAT_CUSTOM)}
+        personal = {f"{ch}:{user_id}" for ch in PERSONAL_CHANNELS}
         redacted: dict[int, dict[str, object]] = {}
         after = 0
         while page := self.store.read_log(REPLY_LOG, after=after, limit=1000):
@@ -222,13 +202,3 @@ class Replier:
             self.store.forget(f"reply-rate:{key}")
         return n
 
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-def _strip_mentions(text: str, names: Sequence[str]) -> str:
-    for n in names:
-        if n:
-            text = text.replace(f"@{n}", " ").replace(f"＠{n}", " ")
-    return text.strip()

@@ -40,7 +40,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cards.ledger import (
@@ -53,13 +53,17 @@ from cards.ledger import (
     verify,
 )
 from cards.plan import (
-    BindingRefused,
+    Balance,
+    BindingRefusedError,
     BindPolicy,
+    InvalidOrderError,
     LedgerDraft,
     MemoryPlanState,
     OrderEvent,
     PlanConfig,
     PlanEngine,
+    ReferralView,
+    RewardsView,
     balances,
     rewards_view,
 )
@@ -84,7 +88,6 @@ from models.errors import (
     ConflictError,
     NotFoundError,
     StoreUnavailableError,
-    ValidationFailed,
 )
 from store import Batch, CommitResult, Store
 
@@ -100,28 +103,6 @@ DEDUP_TTL_S = 10 * 365 * 86_400  # the mall may replay an order event at any tim
 CORRECTION_REASON = "rebuild:correction"
 # A mall clock a little ahead of ours is normal; an event dated further ahead is refused.
 MAX_FUTURE_TS_S = 300
-
-
-class BindingRefusedError(ConflictError):
-    """A referral binding refused by the plan (self-referral, cycle, policy)."""
-
-    code = "binding_refused"
-
-    def __init__(self, reason_code: str, message: str) -> None:
-        super().__init__(message, details={"reason": reason_code})
-        self.code = reason_code  # the error body names the precise reason
-
-
-class OrderConflictError(ConflictError):
-    """An order id reused for another buyer."""
-
-    code = "order_conflict"
-
-
-class InvalidOrderError(ValidationFailed):
-    """An order event whose amounts or time cannot be true (refused before it is stored)."""
-
-    code = "invalid_order"
 
 
 class LedgerIntegrityError(AppError):
@@ -216,7 +197,7 @@ class RebuildReport:
 
 
 def _draft_doc(row: Mapping[str, Any]) -> JSONDoc:
-    return LedgerDraft.from_dict(row).to_dict()
+    return LedgerDraft.model_validate(row).row()
 
 
 class PlanLedger:
@@ -284,9 +265,9 @@ class PlanLedger:
             res = self.names.resolve([u for u in (None if buyer else event.user_id, sharer) if u])
             if buyer is None:
                 buyer = res.names[event.user_id]
-            plan_event = replace(event, user_id=buyer,
-                                 referrer_id=res.names[sharer] if sharer else None)
-            doc = self._stamp({"type": "order", "order": plan_event.to_dict(),
+            plan_event = event.model_copy(update={
+                "user_id": buyer, "referrer_id": res.names[sharer] if sharer else None})
+            doc = self._stamp({"type": "order", "order": plan_event.model_dump(mode="json"),
                                "ref_code": ref_code})
             batch = res.add_to(Batch(appends=[(LOG_EVENTS, doc)], once=once,
                                      once_ttl_s=DEDUP_TTL_S))
@@ -347,13 +328,13 @@ class PlanLedger:
                             bind_window_days=self.window_days)
         try:
             engine.bind(name, referrer, ts=int(self.clock()))
-        except BindingRefused as e:
-            if e.reason_code == "already_bound":
-                return Outcome("refused", e.reason_code, e.message)
-            if e.reason_code == "cycle" and not self._is_bound(name):
+        except BindingRefusedError as e:
+            if e.reason == "already_bound":
+                return Outcome.refused(e)
+            if e.reason == "cycle" and not self._is_bound(name):
                 # Read after the chain of referrers: the links found stay (policy "first"),
                 # so a user still unbound now would close a cycle.
-                return Outcome("refused", e.reason_code, e.message)
+                return Outcome.refused(e)
             return None
         return APPLIED if not state.puts() else None  # a no-op writes nothing
 
@@ -434,7 +415,7 @@ class PlanLedger:
             head, ledger_len = cur.head, cur.ledger
             for seq, doc in events:
                 outcome, drafts = apply_event(state, doc)
-                chained = chain([d.to_dict() for d in drafts], prev_hash=head,
+                chained = chain([d.row() for d in drafts], prev_hash=head,
                                 start_seq=ledger_len + 1)
                 if chained:
                     head, ledger_len = chained[-1]["hash"], chained[-1]["seq"]
@@ -497,34 +478,37 @@ class PlanLedger:
             idx.count, idx.head = cur.ledger, cur.head
             return list(idx.by_beneficiary.get(name, ()))
 
-    def rewards(self, user_id: str) -> JSONDoc:
+    def rewards(self, user_id: str) -> RewardsView:
         """Return the body of `GET /v1/rewards?user_id=U`, read from the verified chain."""
         name = self.names.get(user_id)
         if name is None:
-            return {"entries": [], "balances": {"pending_cents": 0, "payable_cents": 0}}
+            return RewardsView(entries=[], balances=Balance())
         rows = self._verified_rows(name)
         view = rewards_view(rows, user_id=name, now_ts=int(self.clock()), config=self.config)
-        ids = self._to_user_ids([u for e in view["entries"] for u in e["path"]])
-        for entry in view["entries"]:
-            entry["path"] = [ids[u] for u in entry["path"]]
+        ids = self._to_user_ids([u for e in view.entries for u in e.path])
+        for entry in view.entries:
+            entry.path = [ids[u] for u in entry.path]
         return view
 
-    def referrals(self, user_id: str) -> JSONDoc:
+    def referrals(self, user_id: str) -> ReferralView:
         """Return the body of `GET /v1/referrals/{user_id}` (a user never seen is a member)."""
         name = self.names.get(user_id)
         if name is None:
-            return {"role": "member", "referrer": None, "boss": None, "origin_boss": None,
-                    "direct_referrals": [], "team": []}
+            return ReferralView(role="member", referrer=None, boss=None, origin_boss=None,
+                                direct_referrals=[], team=[])
         view = PlanEngine(self.config, StorePlanState(self.store)).referral_view(name)
-        names = [v for v in (view["referrer"], view["boss"], view["origin_boss"]) if v]
-        ids = self._to_user_ids(names + view["direct_referrals"] + view["team"])
+        names = [v for v in (view.referrer, view.boss, view.origin_boss) if v]
+        ids = self._to_user_ids(names + view.direct_referrals + view.team)
         ids[name] = user_id
-        for key in ("referrer", "boss", "origin_boss"):
-            if view[key] is not None:
-                view[key] = ids.get(view[key], view[key])
-        view["direct_referrals"] = [ids[u] for u in view["direct_referrals"]]
-        view["team"] = [ids[u] for u in view["team"]]
-        return view
+
+        def user_id_of(n: str | None) -> str | None:
+            return None if n is None else ids.get(n, n)
+
+        return ReferralView(
+            role=view.role, referrer=user_id_of(view.referrer), boss=user_id_of(view.boss),
+            origin_boss=user_id_of(view.origin_boss),
+            direct_referrals=[ids[u] for u in view.direct_referrals],
+            team=[ids[u] for u in view.team])
 
     def ledger_rows(self) -> list[JSONDoc]:
         """Return every stored ledger entry, in stored order."""
@@ -612,7 +596,7 @@ class PlanLedger:
             state = MemoryPlanState()
             rebuilt: list[JSONDoc] = []
             for doc in events:
-                rebuilt += [d.to_dict() for d in apply_event(state, doc)[1]]
+                rebuilt += [d.row() for d in apply_event(state, doc)[1]]
             report = RebuildReport(len(events), len(stored), len(rebuilt))
             for i in range(max(len(stored), len(rebuilt))):
                 a = stored[i] if i < len(stored) else None
@@ -623,10 +607,8 @@ class PlanLedger:
             before = balances(stored, now_ts=now, config=self.config)
             after = balances(rebuilt, now_ts=now, config=self.config)
             for name in sorted(set(before) | set(after)):
-                x = before[name].to_dict() if name in before else {"pending_cents": 0,
-                                                                    "payable_cents": 0}
-                y = after[name].to_dict() if name in after else {"pending_cents": 0,
-                                                                 "payable_cents": 0}
+                x = before.get(name, Balance()).model_dump()
+                y = after.get(name, Balance()).model_dump()
                 if x != y:
                     report.balance_diffs[name] = (x, y)
             report.corrections = _corrections(stored, rebuilt, ts=now)
@@ -642,7 +624,7 @@ class PlanLedger:
     def _write_rebuild(self, cur: Cursor, state: MemoryPlanState,
                        corrections: list[LedgerDraft]) -> None:
         self._require_head(cur)
-        rows = chain([c.to_dict() for c in corrections], prev_hash=cur.head,
+        rows = chain([c.row() for c in corrections], prev_hash=cur.head,
                      start_seq=cur.ledger + 1)
         new = self._signed(events=cur.events, ledger=cur.ledger + len(rows),
                            head=rows[-1]["hash"] if rows else cur.head)
@@ -704,7 +686,7 @@ def _corrections(stored: Sequence[JSONDoc], rebuilt: Sequence[JSONDoc], *, ts: i
         if delta == 0:
             continue
         model = want[key][1] if key in want else have[key][1]
-        drafts.append(LedgerDraft.from_dict(model | {
+        drafts.append(LedgerDraft.model_validate(model | {
             "kind": "credit" if delta > 0 else "reversal", "amount_cents": delta,
             "reason": CORRECTION_REASON, "ts": ts}))
     return drafts

@@ -7,35 +7,38 @@ whole step atomically (see cards/orders.py for the applier):
     plan.ledger          log     the hash-chained ledger (cards/ledger.py)
     plan.ben.<name>      log     copies of one beneficiary's ledger entries, for exports;
                                  balances never read them, `audit verify` checks them
-    plan.user/<name>     record  a user of the referral graph (cards/plan.py UserNode)
-    plan.order/<id>      record  an order (cards/plan.py OrderRecord)
+    plan.user/<name>     record  a user of the referral graph (cards/plan/records.py UserNode)
+    plan.order/<id>      record  an order (cards/plan/records.py OrderRecord)
     plan.meta/cursor     record  how far the applier got: events applied, ledger length, head,
                                  and the head's HMAC tag (cards/ledger.py `head_tag`)
     plan.outcome/<id>    record  what became of one event (so its webhook can answer)
     plan.alias, plan.anon         pseudonyms (cards/pseudonyms.py)
 
 `apply_event` is shared by the live applier (a `StorePlanState`) and `ledger rebuild`
-(a `MemoryPlanState`), so a replay runs exactly the code that wrote the ledger. Each event
+(a `MemoryPlanState`), both the one write buffer of cards/plan/state.py, so a replay runs exactly the code that wrote the ledger. Each event
 carries the plan settings and binding policy in force when it arrived, so a replay gives
 the same ledger even after the settings change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cards.plan import (
-    BindingRefused,
+    NS_ORDER,
+    NS_USER,
     BindPolicy,
+    InvalidEventError,
     LedgerDraft,
-    OrderConflict,
+    OrderConflictError,
     OrderEvent,
-    OrderRecord,
     PlanConfig,
     PlanEngine,
+    PlanRefusal,
     PlanState,
-    UserNode,
+    Refusal,
+    refusal_from_stored,
 )
 from store import Store
 
@@ -44,11 +47,11 @@ JSONDoc = dict[str, Any]
 FAMILY = "plan"
 LOG_EVENTS = "plan.events"
 LOG_LEDGER = "plan.ledger"
-NS_USER = "plan.user"
-NS_ORDER = "plan.order"
 NS_META = "plan.meta"
 NS_OUTCOME = "plan.outcome"
 CURSOR_KEY = "cursor"
+
+__all__ = ["NS_ORDER", "NS_USER"]  # re-exported: the store layout is listed here
 
 
 def beneficiary_log(name: str) -> str:
@@ -56,54 +59,39 @@ def beneficiary_log(name: str) -> str:
     return f"plan.ben.{name}"
 
 
-class StorePlanState:
-    """A `PlanState` that reads the store and buffers every write for one atomic commit."""
+class StorePlanState(PlanState):
+    """The plan's write buffer over the store: reads it, and hands its writes to one `Batch`."""
 
     def __init__(self, store: Store) -> None:
+        def load(ns: str, key: str) -> JSONDoc | None:
+            rec = store.get(ns, key)
+            return None if rec is None else rec.doc
+
+        super().__init__(load)
         self.store = store
-        self._users: dict[str, JSONDoc | None] = {}
-        self._orders: dict[str, JSONDoc | None] = {}
-        self._dirty_users: dict[str, JSONDoc] = {}
-        self._dirty_orders: dict[str, JSONDoc] = {}
-
-    def _load(self, ns: str, key: str, cache: dict[str, JSONDoc | None]) -> JSONDoc | None:
-        if key not in cache:
-            rec = self.store.get(ns, key)
-            cache[key] = None if rec is None else rec.doc
-        return cache[key]
-
-    def get_user(self, user_id: str) -> UserNode | None:
-        """Return a fresh copy of the user (buffered write first), or None."""
-        doc = self._dirty_users.get(user_id) or self._load(NS_USER, user_id, self._users)
-        return None if doc is None else UserNode.from_dict(doc)
-
-    def put_user(self, user: UserNode) -> None:
-        """Buffer the user for the commit."""
-        self._dirty_users[user.user_id] = user.to_dict()
-
-    def get_order(self, order_id: str) -> OrderRecord | None:
-        """Return a fresh copy of the order (buffered write first), or None."""
-        doc = self._dirty_orders.get(order_id) or self._load(NS_ORDER, order_id, self._orders)
-        return None if doc is None else OrderRecord.from_dict(doc)
-
-    def put_order(self, order: OrderRecord) -> None:
-        """Buffer the order for the commit."""
-        self._dirty_orders[order.order_id] = order.to_dict()
-
-    def puts(self) -> list[tuple[str, str, JSONDoc]]:
-        """Return the buffered writes as `Batch.puts`."""
-        out = [(NS_USER, k, v) for k, v in self._dirty_users.items()]
-        out += [(NS_ORDER, k, v) for k, v in self._dirty_orders.items()]
-        return out
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one event: applied, or refused with a reason code."""
+    """What became of one event: applied, or refused by the typed error that refused it.
+
+    Stored as `{"status", "code", "message"}`; two outcomes are equal when those are.
+    """
 
     status: Literal["applied", "refused"]
     code: str = ""
     message: str = ""
+    error: Refusal | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def refused(cls, error: Refusal) -> Outcome:
+        """Return the outcome of an event refused with error."""
+        return cls("refused", error.code, error.message, error)
+
+    def raise_if_refused(self) -> None:
+        """Raise the refusal (an AppError: 409 with its precise code), if this is one."""
+        if self.error is not None:
+            raise self.error
 
     def to_dict(self) -> JSONDoc:
         """Return the outcome as JSON."""
@@ -111,11 +99,11 @@ class Outcome:
 
     @classmethod
     def from_dict(cls, doc: JSONDoc) -> Outcome:
-        """Return the outcome stored as doc."""
+        """Return the outcome stored as doc, its refusal typed again."""
         code, message = str(doc.get("code", "")), str(doc.get("message", ""))
         if doc.get("status") == "applied":
             return cls("applied", code, message)
-        return cls("refused", code, message)
+        return cls.refused(refusal_from_stored(code, message))
 
 
 APPLIED = Outcome("applied")
@@ -123,22 +111,11 @@ APPLIED = Outcome("applied")
 
 def plan_config_doc(config: PlanConfig) -> JSONDoc:
     """Return the settings an event records (so replays use what was in force)."""
-    return {
-        "agent_threshold_cents": config.agent_threshold_cents,
-        "slide_count": config.slide_count,
-        "direct_bp": config.direct_bp,
-        "team_bp": config.team_bp,
-        "peer_bp": config.peer_bp,
-        "max_levels": config.max_levels,
-        "max_total_bp": config.max_total_bp,
-        "freeze_days": config.freeze_days,
-    }
+    return config.model_dump()
 
 
 def _engine(state: PlanState, doc: JSONDoc) -> PlanEngine:
-    plan = doc.get("plan") or {}
-    config = PlanConfig(**{k: int(v) for k, v in plan.items()
-                           if k in PlanConfig.__dataclass_fields__})
+    config = PlanConfig.model_validate(doc.get("plan") or {})
     policy: BindPolicy = doc.get("policy", "first")
     return PlanEngine(config, state, bind_policy=policy,
                       bind_window_days=int(doc.get("window_days", 30)))
@@ -156,13 +133,13 @@ def apply_event(state: PlanState, doc: JSONDoc) -> tuple[Outcome, list[LedgerDra
             engine.bind(str(doc["user_id"]), str(doc["referrer_id"]), ts=int(doc["ts"]))
             return APPLIED, []
         if doc.get("type") == "order":
-            event = OrderEvent.from_dict(doc["order"])
+            event = OrderEvent.model_validate(doc["order"])
             if event.received_ts is None and doc.get("received_ts") is not None:
                 # The receive time stamped on the stored event starts the freeze (issue 12).
-                event = replace(event, received_ts=int(doc["received_ts"]))
+                event = event.model_copy(update={"received_ts": int(doc["received_ts"])})
             return APPLIED, engine.apply_order_event(event)
-        return Outcome("refused", "unknown_event", f"unknown event type {doc.get('type')!r}"), []
-    except (BindingRefused, OrderConflict) as e:
-        return Outcome("refused", e.reason_code, e.message), []
+        raise InvalidEventError("unknown_event", f"unknown event type {doc.get('type')!r}")
+    except (PlanRefusal, OrderConflictError) as e:
+        return Outcome.refused(e), []
     except (KeyError, TypeError, ValueError) as e:
-        return Outcome("refused", "invalid_event", f"event does not parse: {e}"), []
+        return Outcome.refused(InvalidEventError("invalid_event", f"event does not parse: {e}")), []

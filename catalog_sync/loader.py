@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from catalog_sync.repo import CatalogRepo, UpsertStats
+from catalog.repo import CatalogRepo, UpsertStats
 from models.catalog import CatalogItem
 
 BATCH = 256

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm import tqdm
 
+from catalog.repo import CatalogRepo, PreparedUpsert, UpsertStats
 from catalog_sync.loader import ItemError, split_valid
-from catalog_sync.repo import CatalogRepo, PreparedUpsert, UpsertStats
 from catalog_sync.source import MallSource, Page
 from models.catalog import CatalogItem, format_rfc3339
 

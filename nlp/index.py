@@ -8,7 +8,7 @@ main rows that were removed or superseded. When the delta grows, main is rebuilt
 background thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
 
 The catalog itself (items, vectors, a change log whose length is the version) is read
-through :class:`CatalogFeed`, so every process of a Redis deployment converges on the same
+through :class:`catalog.feed.CatalogFeed`, so every process of a Redis deployment converges on the same
 version by polling it.
 """
 
@@ -20,15 +20,16 @@ import math
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
+from catalog.feed import CatalogFeed, IndexEntry
 from models.catalog import KINDS, CatalogItem
 
 log = logging.getLogger("mingpian.index")
@@ -41,38 +42,6 @@ _KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(KINDS)}
 # faiss builds its Python classes with SWIG: keyword constructors and some methods are
 # invisible to mypy, so those few calls go through an untyped handle.
 _F: Any = faiss
-
-
-@dataclass(frozen=True)
-class IndexEntry:
-    """An item and its embedding, as the index needs them."""
-
-    item: CatalogItem
-    vector: Vectors
-
-
-class CatalogFeed(Protocol):
-    """Where the index reads the catalog from (catalog_sync's repository implements it)."""
-
-    def version(self) -> int:
-        """Return the number of changes ever logged (grows by one per item write)."""
-        ...
-
-    def epoch(self) -> str:
-        """Return an id that changes when the catalog is recreated from scratch."""
-        ...
-
-    def changes_after(self, seq: int, *, limit: int = 1000) -> list[tuple[int, str]]:
-        """Return (seq, item id) for logged changes after seq, in order."""
-        ...
-
-    def entries(self, ids: Sequence[str]) -> dict[str, IndexEntry]:
-        """Return the current state of these items; absent ids are deleted or unembedded."""
-        ...
-
-    def iter_entries(self) -> Iterator[IndexEntry]:
-        """Yield every item that has an embedding."""
-        ...
 
 
 @dataclass(frozen=True)

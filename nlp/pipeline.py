@@ -1,5 +1,9 @@
 """The message pipeline: redact → tag (one embedder call per batch) → update the user's and
-the group's profiles exactly once → keep the redacted text only if retention is on."""
+the group's profiles exactly once → keep the redacted text only if retention is on.
+
+Messages are redacted once, at the earliest point: the bot's inbox redacts what it queues
+(bot/inbox.py), and its worker hands them on with `process_redacted`; a caller holding raw
+text uses `process`, which redacts first."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.messages import ChatMessage
-from nlp.privacy import redact
+from nlp.privacy import redact_message
 from nlp.profile import ProfileRepo
 from nlp.tagging import Tagger, TagResult
 from store.base import JSON, Batch, Store
@@ -44,7 +48,11 @@ class MessagePipeline:
 
     def process(self, messages: Sequence[ChatMessage]) -> list[ProcessedMessage]:
         """Redact, tag and apply each message to its user's and group's profiles."""
-        safe = [m.model_copy(update={"text": redact(m.text)}) for m in messages]
+        return self.process_redacted([redact_message(m) for m in messages])
+
+    def process_redacted(self, safe: Sequence[ChatMessage]) -> list[ProcessedMessage]:
+        """Tag and apply each already-redacted message (see `redact_message`) to its user's
+        and group's profiles."""
         wanted = [m for m in safe if _profiled(m)]
         results = self.tagger.tag_batch([m.text for m in wanted])
         # The whole batch in one read and one commit of the profiles it touches.

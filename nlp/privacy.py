@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from models.messages import ChatMessage
+
 PHONE = "[手机号]"
 ID_CARD = "[身份证号]"
 BANK_CARD = "[银行卡号]"
@@ -88,3 +90,8 @@ def redact(text: str) -> str:
     text = _CARD.sub(_sub_card, text)
     text = _MOBILE.sub(PHONE, text)
     return _LANDLINE.sub(PHONE, text)
+
+
+def redact_message(msg: ChatMessage) -> ChatMessage:
+    """Return the message with its text redacted."""
+    return msg.model_copy(update={"text": redact(msg.text)})

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,10 +35,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from models.errors import ConflictError
 from models.messages import ChatMessage
 from nlp.tagging import TagResult
 from store.base import JSON, Batch, CommitResult, Store, family
+from store.retry import AGAIN, Again, retry
 
 NS_USER = "profile.user"
 NS_GROUP = "profile.group"
@@ -251,7 +250,9 @@ class ProfileRepo:
         """Commit the items named by pending (marker → index) that no commit has applied;
         return the indexes applied now."""
         look = len(pending) > 1  # one message: its commit answers DUPLICATE just as well
-        for attempt in range(_MAX_ATTEMPTS):
+
+        def attempt(_: int) -> list[int] | Again:
+            nonlocal look
             if look:
                 # Leave out what is applied already (a redelivery): cheap, outside any
                 # transaction. The commit's markers are the real guard: another worker may
@@ -308,28 +309,31 @@ class ProfileRepo:
                 if len(pending) == 1:
                     return []
                 look = True  # another worker applied some of these meanwhile
-                continue
+                return AGAIN
             # Another worker wrote one of the records first: re-read and fold again.
             self.conflicts += 1
             look = False
-            time.sleep(random.uniform(0, 0.0005 * min(attempt + 1, 20)))
-        raise ConflictError(f"profile update for {len(pending)} messages kept conflicting")
+            return AGAIN
+
+        return retry(attempt, what=f"profile update for {len(pending)} messages",
+                     attempts=_MAX_ATTEMPTS)
 
     def erase_user(self, user_id: str) -> float:
         """Delete everything held about a user and leave a tombstone; return the erasure
         time (messages of the user sent at or before it are dropped when applied). Group
         profiles keep no user ids: they are anonymous aggregates and stay."""
         key = tombstone_key(user_id)
-        for _ in range(_MAX_ATTEMPTS):
+
+        def attempt(_: int) -> float | Again:
             tomb = self.store.get(NS_ERASED, key)
             at = max(self.clock(), float(tomb.doc["at"]) if tomb else -math.inf)
             # One commit: the profile goes and the tombstone's version moves, so a worker
             # that read before it conflicts and re-reads.
             batch = Batch(puts=[(NS_ERASED, key, {"at": at})], deletes=[(NS_USER, user_id)],
                           checks=[(NS_ERASED, key, tomb.version if tomb else 0)])
-            if self.store.commit(batch) is CommitResult.OK:
-                return at
-        raise ConflictError(f"erasure of {user_id!r} kept conflicting")
+            return at if self.store.commit(batch) is CommitResult.OK else AGAIN
+
+        return retry(attempt, what=f"erasure of {user_id!r}", attempts=_MAX_ATTEMPTS)
 
     def erased_since(self, user_ids: Sequence[str]) -> dict[str, float]:
         """Return, for the users among these that were erased, when they last were."""

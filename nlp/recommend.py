@@ -9,14 +9,12 @@ so a lagging index can never leak an inactive, sold-out or bought item.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from typing import Literal, Protocol
 
 import numpy as np
@@ -26,6 +24,7 @@ from models.catalog import CatalogItem
 from nlp.embed import Embedder, Vectors
 from nlp.index import VectorIndex
 from nlp.signals import Signals
+from nlp.taxonomy import Taxonomy
 
 log = logging.getLogger("mingpian.recommend")
 
@@ -55,7 +54,7 @@ class RecommendationResult:
 
 # -- what the recommender reads -----------------------------------------------------------
 class ItemReader(Protocol):
-    """Current catalog items by id (catalog_sync's repository)."""
+    """Current catalog items by id (catalog.repo.CatalogRepo)."""
 
     def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
         """Return the items that exist among ids."""
@@ -91,26 +90,10 @@ class ProfileSource(Protocol):
 
 
 # -- tag vectors ----------------------------------------------------------------------------
-def _dict_json(name: str) -> dict[str, object]:
-    path = resources.files("nlp") / "dicts" / name
-    if not path.is_file():
-        return {}
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    return doc if isinstance(doc, dict) else {}
-
-
-def taxonomy_prototypes() -> dict[str, list[str]]:
-    """Return tag → texts that say it: the taxonomy's description and its example sentences."""
-    out: dict[str, list[str]] = {}
-    tags = _dict_json("taxonomy.json").get("tags", [])
-    for t in tags if isinstance(tags, list) else []:
-        if isinstance(t, dict) and isinstance(t.get("tag"), str):
-            out[t["tag"]] = [f"{t['tag']}：{t.get('description') or t['tag']}"]
-    examples = _dict_json("examples.json").get("examples", {})
-    for tag, texts in (examples.items() if isinstance(examples, dict) else []):
-        if tag in out and isinstance(texts, list):
-            out[tag] += [s for s in texts if isinstance(s, str) and s.strip()]
-    return out
+def taxonomy_prototypes(taxonomy: Taxonomy | None = None) -> dict[str, list[str]]:
+    """Return tag → texts that say it (:meth:`Taxonomy.prototypes`); the shipped taxonomy
+    and examples when taxonomy is None."""
+    return (taxonomy if taxonomy is not None else Taxonomy.load()).prototypes()
 
 
 class TagSpace:
@@ -133,9 +116,14 @@ class TagSpace:
         self._lock = threading.Lock()
 
     @classmethod
+    def of(cls, embedder: Embedder, taxonomy: Taxonomy) -> TagSpace:
+        """Return the tag space of a taxonomy (its tags as they are now)."""
+        return cls(embedder, taxonomy.prototypes())
+
+    @classmethod
     def default(cls, embedder: Embedder) -> TagSpace:
         """Return the tag space of the shipped taxonomy and examples."""
-        return cls(embedder, taxonomy_prototypes())
+        return cls.of(embedder, Taxonomy.load())
 
     def vectors(self, tags: Sequence[str]) -> Vectors:
         """Return one row per tag."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from store.base import Batch, CommitResult, Store
+from store.retry import AGAIN, Again, retry
 
 Event = Literal["view", "click", "order"]
 
@@ -83,19 +84,20 @@ class Signals:
         if not item_ids:
             return
         stamp = int(ts if ts is not None else time.time())
-        for _ in range(16):
+
+        def attempt(_: int) -> Again | None:
             rec = self.store.get(NS_BOUGHT, user_id)
             items = dict(rec.doc.get("items", {})) if rec is not None else {}
             fresh = [i for i in item_ids if i not in items]
             if not fresh:
-                return
+                return None
             for i in fresh:
                 items[i] = stamp
             batch = Batch(puts=[(NS_BOUGHT, user_id, {"items": items})],
                           checks=[(NS_BOUGHT, user_id, rec.version if rec else 0)])
-            if self.store.commit(batch) is CommitResult.OK:
-                return
-        raise RuntimeError(f"purchases of {user_id} kept changing; gave up")
+            return None if self.store.commit(batch) is CommitResult.OK else AGAIN
+
+        retry(attempt, what=f"purchases of {user_id}", attempts=16)
 
     def bought(self, user_id: str | None) -> frozenset[str]:
         """Return the items the user bought."""

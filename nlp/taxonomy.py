@@ -162,6 +162,13 @@ class Taxonomy:
         with self._lock:
             return tag in self._tags
 
+    def prototypes(self) -> dict[str, list[str]]:
+        """Return tag → texts that say it: "tag：description", then its example sentences
+        (the recommender's tag vectors are their centroids)."""
+        with self._lock:
+            return {t.tag: [f"{t.tag}：{t.description}", *t.examples]
+                    for t in self._tags.values()}
+
     def terms(self) -> set[str]:
         """Return every word the tokeniser must keep whole: names, keywords, catalog terms."""
         with self._lock:

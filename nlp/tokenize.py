@@ -13,8 +13,10 @@ import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opencc import OpenCC
 
 _DICTS = resources.files("nlp") / "dicts"
 
@@ -30,52 +32,26 @@ def read_lines(name: str) -> list[str]:
     return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
 
 
-class _T2S:
-    """OpenCC t2s with a fast path: text with no traditional-only character (and none of the
-    few phrases made only of other characters) is returned as is. The pure-Python converter
-    costs ~40 µs a message, and most messages are simplified already."""
-
-    def __init__(self) -> None:
-        import opencc
-
-        self._cc = opencc.OpenCC("t2s")
-        folder = Path(opencc.__file__).parent / "dictionary"
-        chars: set[str] = set()
-        for line in (folder / "TSCharacters.txt").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition("\t")
-            if key not in value.split(" "):
-                chars.add(key)
-        phrases: set[str] = set()
-        for line in (folder / "TSPhrases.txt").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition("\t")
-            # A phrase holding a traditional character is caught by that character.
-            if key not in value.split(" ") and not any(c in chars for c in key):
-                phrases.add(key)
-        self._trad = frozenset(chars)
-        self._phrases = tuple(sorted(phrases))
-
-    def convert(self, text: str) -> str:
-        if self._trad.isdisjoint(text) and not any(p in text for p in self._phrases):
-            return text
-        return str(self._cc.convert(text))
-
-
 _t2s_lock = threading.Lock()
-_t2s_inst: _T2S | None = None
+_t2s_inst: OpenCC | None = None
 
 
-def _t2s() -> _T2S:
-    # Built on first use (reading OpenCC's dictionaries takes ~0.2 s), shared: it is immutable.
+def _t2s() -> OpenCC:
+    # Built on first use (OpenCC loads its dictionaries), shared: converting is read-only.
     global _t2s_inst
     with _t2s_lock:
         if _t2s_inst is None:
-            _t2s_inst = _T2S()
+            import opencc
+
+            _t2s_inst = opencc.OpenCC("t2s")
         return _t2s_inst
 
 
 def to_simplified(text: str) -> str:
-    """Return text with traditional Chinese characters converted to simplified."""
-    return _t2s().convert(text)
+    """Return text with traditional Chinese characters converted to simplified (OpenCC
+    ``t2s``, the official C++ library); text that is simplified already is returned as is."""
+    out = str(_t2s().convert(text))
+    return text if out == text else out
 
 
 def normalize(text: str) -> str:

@@ -11,11 +11,11 @@ import re
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ApiKey, ServicesDep
+from app.deps import ApiKey, CardsDep
 from app.public_rate import PublicRateLimit, get_public_limiter
 from cards.repo import CardFields, CardPatch
 from cards.service import CardsService
@@ -36,14 +36,6 @@ def _csp(nonce: str) -> str:
             "frame-ancestors 'none'")
 
 
-def get_cards(services: ServicesDep) -> CardsService:
-    """Return the process's cards domain."""
-    if services.cards is None:
-        raise RuntimeError("the cards domain is not wired (app/cards_wiring.py)")
-    return services.cards
-
-
-CardsDep = Annotated[CardsService, Depends(get_cards)]
 ViewerTokenQuery = Annotated[str | None, Query(
     max_length=512, description="a viewer token from POST /v1/viewer-tokens (moved into a "
     "signed cookie by a redirect)")]

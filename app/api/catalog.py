@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ApiKey, ServicesDep
-from app.services import Services
+from app.deps import ApiKey, CatalogDep, IndexDep, RecommenderDep
 from catalog_sync.loader import ImportReport, import_items
-from catalog_sync.repo import CatalogRepo
 from models.errors import NotFoundError, ValidationFailed
 from models.ids import ID_PATTERN, Id
-from nlp.recommend import Recommender
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[ApiKey])
 
@@ -71,37 +68,13 @@ class EventIn(BaseModel):
     user_id: Id | None = None
 
 
-def get_catalog(services: ServicesDep) -> CatalogRepo:
-    """Return the process's catalog repository."""
-    if services.catalog is None:
-        raise RuntimeError("the catalog is not wired (app/catalog_wiring.py)")
-    return services.catalog
-
-
-async def get_recommender(request: Request) -> Recommender:
-    """Return the process's recommender (async, no sub-dependency: no thread hop on the
-    mall's hot path)."""
-    services: Services = request.state.services
-    if services.recommender is None:
-        raise RuntimeError("the recommender is not wired (app/catalog_wiring.py)")
-    return services.recommender
-
-
-CatalogDep = Annotated[CatalogRepo, Depends(get_catalog)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="the item's id")]
-
-
-def _refresh(services: Services) -> None:
-    # This process sees its own write at once; the others within their poll interval.
-    if services.index is not None:
-        services.index.refresh()
 
 
 @router.post("/items", response_model=ItemsUpserted)
 def upsert_items(
-    services: ServicesDep,
     catalog: CatalogDep,
+    index: IndexDep,
     body: Annotated[dict[str, Any], Body(openapi_examples={
         "one": {"value": _EXAMPLE},
         "many": {"value": {"items": [_EXAMPLE]}},
@@ -123,7 +96,8 @@ def upsert_items(
         err = report.errors[0]
         raise ValidationFailed(f"invalid item: {err.message}", details=err.to_json()["details"])
     if report.stats.changed_ids:
-        _refresh(services)
+        # This process sees its own write at once; the others within their poll interval.
+        index.refresh()
     return report.to_json()
 
 
@@ -137,11 +111,11 @@ def get_item(item_id: ItemId, catalog: CatalogDep) -> dict[str, Any]:
 
 
 @router.delete("/items/{item_id}", response_model=ItemDeleted)
-def delete_item(item_id: ItemId, services: ServicesDep, catalog: CatalogDep) -> ItemDeleted:
+def delete_item(item_id: ItemId, catalog: CatalogDep, index: IndexDep) -> ItemDeleted:
     """Remove an item from the catalog and from every recommendation."""
     if not catalog.delete(item_id):
         raise NotFoundError(f"no catalog item {item_id!r}")
-    _refresh(services)
+    index.refresh()
     return ItemDeleted(id=item_id, deleted=True)
 
 

@@ -6,7 +6,7 @@ from contextlib import suppress
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.deps import ServicesDep
 from app.metrics import Metrics
@@ -30,4 +30,4 @@ def metrics(request: Request, services: ServicesDep) -> Response:
     # Metrics must answer even when the store does not.
     with suppress(Exception):
         m.queue_depth.labels(INBOX).set(services.store.queue_depth(INBOX))
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ValidationError
 
-from app.api.wechat import BotDep
-from app.deps import ApiKey
+from app.deps import ApiKey, BotDep
 from models.errors import ValidationFailed
 from models.messages import ChatMessage
 

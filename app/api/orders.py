@@ -6,13 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.api.cards import CardsDep
-from app.deps import ApiKey
-from cards.orders import BindingRefusedError, OrderConflictError, Submitted
-from cards.plan import OrderEvent, OrderItem
+from app.deps import ApiKey, CardsDep
+from cards.orders import Submitted
+from cards.plan import BindPolicy, OrderEvent, OrderItem, ReferralView, RewardsView
 from models.ids import Id
 
 router = APIRouter(dependencies=[ApiKey], tags=["orders"])
@@ -63,7 +61,8 @@ class OrderIn(BaseModel):
         return OrderEvent(
             order_id=self.order_id, user_id=self.user_id, status=self.status,
             amount_cents=self.amount_cents, refund_cents=self.refund_cents or 0, ts=ts,
-            items=tuple(OrderItem(i.item_id, i.amount_cents, i.reward_eligible is not False)
+            items=tuple(OrderItem(item_id=i.item_id, amount_cents=i.amount_cents,
+                                  reward_eligible=i.reward_eligible is not False)
                         for i in self.items),
         )
 
@@ -77,16 +76,33 @@ class BindIn(BaseModel):
     code: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class OrderAccepted(BaseModel):
+    """Answer of `POST /v1/orders`."""
+
+    order_id: str
+    status: Literal["paid", "completed", "refunded"]
+    refund_cents: int
+    duplicate: bool  # the same (order_id, status, refund_cents) came before: nothing changed
+    applied: bool
+
+
+class Bound(BaseModel):
+    """Answer of `POST /v1/referrals/bind`."""
+
+    user_id: str
+    referrer: str | None
+    policy: BindPolicy
+    applied: bool
+
+
 def _raise_refusal(sub: Submitted) -> None:
-    if sub.outcome is None or sub.outcome.status == "applied":
-        return
-    if sub.outcome.code == "order_conflict":
-        raise OrderConflictError(sub.outcome.message)
-    raise BindingRefusedError(sub.outcome.code, sub.outcome.message)
+    # A refused event carries the typed error that refused it (409, its precise code).
+    if sub.outcome is not None:
+        sub.outcome.raise_if_refused()
 
 
-@router.post("/v1/orders")
-def order_webhook(body: OrderIn, cards: CardsDep) -> JSONResponse:
+@router.post("/v1/orders", response_model=OrderAccepted)
+def order_webhook(body: OrderIn, cards: CardsDep) -> OrderAccepted:
     """Accept an order event: idempotent per (order_id, status, refund_cents), applied now.
 
     422 (`invalid_order`) when its items sum to more than `amount_cents` or its `ts` is more
@@ -100,21 +116,20 @@ def order_webhook(body: OrderIn, cards: CardsDep) -> JSONResponse:
         # "bought" is a set, popularity counts only the first delivery.
         cards.record_purchase(body.user_id, [i.item_id for i in body.items],
                               first=not sub.duplicate)
-    return JSONResponse({
-        "order_id": body.order_id, "status": body.status, "refund_cents": event.refund_cents,
-        "duplicate": sub.duplicate,
-        "applied": sub.duplicate or sub.outcome is not None,
-    })
+    return OrderAccepted(
+        order_id=body.order_id, status=body.status, refund_cents=event.refund_cents,
+        duplicate=sub.duplicate, applied=sub.duplicate or sub.outcome is not None,
+    )
 
 
-@router.post("/v1/referrals/bind")
-def bind(body: BindIn, cards: CardsDep) -> JSONResponse:
+@router.post("/v1/referrals/bind", response_model=Bound)
+def bind(body: BindIn, cards: CardsDep) -> Bound:
     """Bind a newly registered user to the sharer of a code (policy and refusals: §6-7)."""
     sub = cards.ledger.submit_bind(body.user_id, code=body.code)
     _raise_refusal(sub)
     view = cards.ledger.referrals(body.user_id)
-    return JSONResponse({"user_id": body.user_id, "referrer": view["referrer"],
-                         "policy": cards.ledger.policy, "applied": sub.outcome is not None})
+    return Bound(user_id=body.user_id, referrer=view.referrer, policy=cards.ledger.policy,
+                 applied=sub.outcome is not None)
 
 
 def _fresh(cards: CardsDep) -> None:
@@ -123,16 +138,16 @@ def _fresh(cards: CardsDep) -> None:
         cards.ledger.catch_up()
 
 
-@router.get("/v1/rewards")
+@router.get("/v1/rewards", response_model=RewardsView)
 def rewards(user_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
-            cards: CardsDep) -> JSONResponse:
+            cards: CardsDep) -> RewardsView:
     """Return the user's ledger entries and pending/payable balances."""
     _fresh(cards)
-    return JSONResponse(cards.ledger.rewards(user_id))
+    return cards.ledger.rewards(user_id)
 
 
-@router.get("/v1/referrals/{user_id}")
-def referrals(user_id: str, cards: CardsDep) -> JSONResponse:
+@router.get("/v1/referrals/{user_id}", response_model=ReferralView)
+def referrals(user_id: str, cards: CardsDep) -> ReferralView:
     """Return the user's role, referrer, boss, origin boss, direct referrals and team."""
     _fresh(cards)
-    return JSONResponse(cards.ledger.referrals(user_id))
+    return cards.ledger.referrals(user_id)

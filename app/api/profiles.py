@@ -6,10 +6,10 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from app.deps import ApiKey, ServicesDep
+from app.deps import ApiKey, ProfilesDep, ServicesDep
 from app.erasure import erase_user
 from models.errors import NotFoundError
 from models.ids import ID_PATTERN
@@ -19,16 +19,6 @@ router = APIRouter(prefix="/v1", dependencies=[ApiKey], tags=["profiles"])
 
 _ID = re.compile(ID_PATTERN)
 IdPath = Annotated[str, Path(max_length=64)]
-
-
-def get_profiles(services: ServicesDep) -> ProfileRepo:
-    """Return the process's profile repository."""
-    if services.profiles is None:
-        raise RuntimeError("profiles are not wired (app/nlp_wiring.py)")
-    return services.profiles
-
-
-ProfilesDep = Annotated[ProfileRepo, Depends(get_profiles)]
 
 
 class TagWeightOut(BaseModel):

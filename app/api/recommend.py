@@ -13,8 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.api.catalog import RecommenderDep
-from app.deps import ApiKey
+from app.deps import ApiKey, RecommenderDep
 from app.metrics import Metrics
 from models.ids import ID_PATTERN, Id
 from nlp.recommend import RecommendationResult

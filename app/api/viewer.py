@@ -8,8 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.cards import CardsDep
-from app.deps import ApiKey
+from app.deps import ApiKey, CardsDep
 from models.ids import Id
 
 router = APIRouter()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from app.bot_wiring import BotKit
-from app.deps import ServicesDep
+from app.deps import BotDep
 from app.errors import app_error_response, unexpected_response
 from app.limits import TOO_LARGE, declared_too_big, read_body
 from app.metrics import Metrics
@@ -30,15 +29,6 @@ from bot.callback import OfficialAccountCallback, WeComCallback
 from models.errors import AppError, BadRequestError, NotFoundError, PayloadTooLargeError
 
 router = APIRouter(tags=["wechat"])
-
-
-def _kit(services: ServicesDep) -> BotKit:
-    if services.bot is None:
-        raise NotFoundError("the bot is not set up")
-    return services.bot
-
-
-BotDep = Annotated[BotKit, Depends(_kit)]
 
 
 def _wecom(bot: BotKit) -> WeComCallback:
@@ -120,7 +110,7 @@ async def _callback_body(request: Request) -> bytes:
              openapi_extra=_query_doc("msg_signature", "timestamp", "nonce"))
 async def wecom_receive(request: Request) -> Response:
     """Receive an encrypted WeCom message or event; empty 200 once it is durably queued."""
-    return Response(await receive_wecom(_kit(request.state.services),
+    return Response(await receive_wecom(request.state.services.bot,
                                         await _callback_body(request), request.query_params))
 
 
@@ -137,7 +127,7 @@ def wechat_verify(bot: BotDep, signature: str = "", timestamp: str = "", nonce: 
                                       "msg_signature", "openid"))
 async def wechat_receive(request: Request) -> PlainTextResponse:
     """Receive an Official Account message (plaintext, compatible or safe mode)."""
-    return PlainTextResponse(await receive_wechat(_kit(request.state.services),
+    return PlainTextResponse(await receive_wechat(request.state.services.bot,
                                                   await _callback_body(request),
                                                   request.query_params))
 
@@ -172,7 +162,7 @@ class CallbackFastPath:
                 return True  # the client went away before sending its body
             query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
                                    keep_blank_values=True))
-            answer = await receiver(_kit(scope["state"]["services"]), body, query)
+            answer = await receiver(scope["state"]["services"].bot, body, query)
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app maps it
             error = app_error_response(exc) if isinstance(exc, AppError) \
                 else unexpected_response(exc)

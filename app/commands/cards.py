@@ -17,7 +17,6 @@ def _ledger(settings: Settings) -> tuple[Services, PlanLedger]:
     from app.services import build_services
 
     services = build_services(settings)
-    assert services.cards is not None
     return services, services.cards.ledger
 
 

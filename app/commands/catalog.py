@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from catalog_sync.repo import CatalogRepo
+    from catalog.repo import CatalogRepo
     from store import Store
 
 
 def _repo(settings: Settings, *, threads: int) -> tuple[Store, CatalogRepo]:
-    from catalog_sync.repo import CatalogRepo
+    from catalog.repo import CatalogRepo
     from nlp.embed import load_embedder
     from store import open_store
 

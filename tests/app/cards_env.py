@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.cards_wiring import build_cards
 from app.main import create_app
 from app.services import Services, build_services
 from app.settings import Settings
@@ -29,7 +28,6 @@ def catalog_item(item_id: str, title: str, url: str, *, price_cents: int = 6900,
 
 def seed_catalog(services: Services, items: list[dict[str, Any]]) -> None:
     """Upsert items through the catalog (embedded, indexed) and wait for the index."""
-    assert services.catalog is not None and services.index is not None
     services.catalog.upsert([CatalogItem.model_validate(i) for i in items])
     services.index.refresh()
 
@@ -52,9 +50,8 @@ class Env:
 @contextmanager
 def running(settings: Settings) -> Iterator[Env]:
     """Yield the app over settings, with the cards domain on a controllable clock."""
-    svc = build_services(settings)
     clock = Clock()
-    svc.cards = build_cards(svc, clock=clock)
+    svc = build_services(settings, clock=clock)
     try:
         with TestClient(create_app(settings, services=svc)) as client:
             yield Env(client, svc, clock)

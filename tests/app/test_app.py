@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from app.deps import ApiKey
-from app.main import create_app
+from app.main import MingpianApp, create_app
 from app.settings import Settings
 from models.errors import ConflictError
 from tests.conftest import API_KEY
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def app(settings: Settings) -> MingpianApp:
+    """The app, its services built by the lifespan, with two probe routes behind the key."""
     app = create_app(settings)
     probe = APIRouter(prefix="/v1", dependencies=[ApiKey])
 
@@ -29,10 +28,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
         raise ConflictError("already bound", details={"user_id": "u1"})
 
     app.include_router(probe)
-    # From loopback, like an operator on the host: /metrics and /docs answer only to the
-    # ops networks, and TestClient's own peer ("testclient") is in none.
-    with TestClient(app, client=("127.0.0.1", 50000)) as c:
-        yield c
+    return app
 
 
 def test_healthz_reports_the_store(client: TestClient, backend: str) -> None:
@@ -62,6 +58,24 @@ def test_v1_needs_an_api_key(client: TestClient) -> None:
     assert client.get("/v1/probe", headers={"X-API-Key": API_KEY}).json() == {"ok": "yes"}
     ok = client.get("/v1/probe", headers={"Authorization": f"Bearer {API_KEY}"})
     assert ok.status_code == 200
+
+
+def test_api_key_schemes_are_in_openapi(client: TestClient) -> None:
+    """/docs offers an Authorize button for both ways of giving the key; the same 401 body
+    as before answers a wrong Bearer token or a scheme that is not Bearer."""
+    doc = client.get("/openapi.json").json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                       "description": "one of MINGPIAN_API_KEYS"}
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    security = doc["paths"]["/v1/probe"]["get"]["security"]
+    assert {"APIKeyHeader": []} in security and {"HTTPBearer": []} in security
+    for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"},
+                    {"Authorization": "Bearer "}):
+        r = client.get("/v1/probe", headers=headers)
+        assert r.status_code == 401
+        assert r.json() == {"error": {"code": "unauthorized",
+                                      "message": "missing or invalid API key"}}
 
 
 def test_domain_errors_map_to_json(client: TestClient) -> None:

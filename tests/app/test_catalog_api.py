@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app import cli
-from app.main import create_app
-from app.settings import Settings, get_settings
-from catalog_sync.repo import CatalogRepo
+from app.settings import get_settings
+from catalog.repo import CatalogRepo
 from nlp.embed import HashEmbedder
 from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import item_json
 from tests.conftest import API_KEY
 
 H = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def test_upsert_one_then_get_it_back_exactly(client: TestClient) -> None:

@@ -45,11 +45,9 @@ def app(backend: str, fake: FakeWeCom, tmp_path: Path, request: pytest.FixtureRe
                "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
                "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url})
     with bot_app(settings) as (client, services):
-        assert services.catalog is not None and services.index is not None
         lines = demo_catalog_path().read_text(encoding="utf-8").splitlines()
         services.catalog.upsert([CatalogItem.model_validate(json.loads(x)) for x in lines])
         services.index.refresh()
-        assert services.bot is not None
         services.bot.replier.clock = lambda: NOON
         yield client, services
 

@@ -115,7 +115,6 @@ def test_audit_verify_names_the_first_altered_entry(
 def test_audit_verify_catches_a_deleted_last_entry(populated: Settings,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with running(populated) as env:
-        assert env.services.cards is not None
         last = env.services.cards.ledger.cursor().ledger
     delete(populated, last)
     code, out = run(["audit", "verify"], capsys)
@@ -165,7 +164,6 @@ def test_ledger_apply_catches_up_a_backlog(populated: Settings,
     from tests.cards.support import order
 
     with running(populated) as env:
-        assert env.services.cards is not None
         env.services.cards.ledger.submit_order(order("o-late", "m", "refunded", refund=10_000),
                                                ref_code=None, apply=False)
     code, out = run(["ledger", "apply"], capsys)

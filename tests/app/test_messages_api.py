@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
 from tests.app.test_wechat_api import depth
-from tests.bot.support import bot_settings
 from tests.conftest import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -26,12 +22,9 @@ def msg(n: int, **over: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
-    redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
-    # From loopback: depth() reads /metrics, which answers only to the ops networks.
-    with TestClient(create_app(bot_settings(tmp_path / "data", redis_url=redis_url)),
-                    client=("127.0.0.1", 50000)) as c:
-        yield c
+def client(bot_client: TestClient) -> TestClient:
+    """The bot's client (tests/app/conftest.py): from loopback, so depth() reads /metrics."""
+    return bot_client
 
 
 def test_one_message(client: TestClient) -> None:

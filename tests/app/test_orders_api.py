@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from app.settings import PlanSettings, Settings
+from app.settings import Settings
+from cards.plan import PlanConfig
 from tests.app.cards_env import Env, running
 from tests.cards.support import DAY, T0
 from tests.conftest import make_settings
@@ -238,7 +239,7 @@ def test_rule_5_direct_team_and_peer_rewards_via_http(env: Env) -> None:
 
 def test_rule_6_withheld_amounts_are_listed_with_their_reason(settings: Settings,
                                                               tmp_path: Path) -> None:
-    with _env(settings, tmp_path, plan=PlanSettings(max_total_bp=1200)) as env:
+    with _env(settings, tmp_path, plan=PlanConfig(max_total_bp=1200)) as env:
         team(env)
         bind(env, "m", "A3")
         complete(env, "o-m", "m")
@@ -313,7 +314,7 @@ def test_rule_8_entries_name_order_rule_rate_base_and_path(env: Env) -> None:
     [e] = [e for e in rewards(env, "A3")["entries"] if e["order_id"] == "o-m"]
     assert (e["rule"], e["rate_bp"], e["base_cents"], e["amount_cents"], e["path"]) == \
         ("direct", 1000, 12_345, 1_234, ["m", "A3"])
-    assert env.services.cards is not None and env.services.cards.ledger.verify().ok
+    assert env.services.cards.ledger.verify().ok
 
 
 def test_idempotent_per_order_status_and_refund_cents(env: Env) -> None:

@@ -152,10 +152,10 @@ def _run(servers: list[ServeProcess], urls: list[str], c: httpx.Client, clean_re
         # ... and equals the engine's own single-process replay of the stored events.
         events: list[OrderEvent | BindEvent] = []
         for _, doc in store.read_log(LOG_EVENTS, limit=100_000):
-            events.append(BindEvent(doc["user_id"], doc["referrer_id"], doc["ts"])
-                          if doc["type"] == "bind" else OrderEvent.from_dict(doc["order"]))
+            events.append(BindEvent.model_validate(doc)
+                          if doc["type"] == "bind" else OrderEvent.model_validate(doc["order"]))
         assert len(events) == 8 + sum(len(evs) for evs in work)  # duplicates never stored
         drafts, _ = replay(events, config=PlanConfig())
-        assert credits(rows) == credits([d.to_dict() for d in drafts])
+        assert credits(rows) == credits([d.model_dump(mode="json") for d in drafts])
     finally:
         store.close()

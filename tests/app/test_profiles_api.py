@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,21 +22,7 @@ KEY = {"X-API-Key": API_KEY}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-@pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    svc = build_services(settings)
-    yield svc
-    svc.close()
-
-
-@pytest.fixture
-def client(settings: Settings, services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, services=services)) as c:
-        yield c
-
-
 def feed(services: Services) -> None:
-    assert services.pipeline is not None
     rows = [("a1", "u-1001", "宝宝六个月了，辅食先加什么好？"),
             ("a2", "u-1001", "娃晚上老醒，一晚上起来三四次"),
             ("a3", "u-1001", "好的"),

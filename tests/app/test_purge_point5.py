@@ -19,8 +19,8 @@ from app.purge import PurgeReport, purge_once
 from app.services import build_services
 from app.worker import run_worker
 from bot.replies import REPLY_LOG
+from catalog.repo import CHANGES
 from catalog_sync.loader import demo_catalog_path
-from catalog_sync.repo import CHANGES
 from models.catalog import CatalogItem
 from store.redis import RedisStore
 from store.sqlite import SQLiteStore
@@ -69,8 +69,6 @@ def test_point5_tables_stay_bounded_under_steady_stream(tmp_path: Path,
                "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url},
         reply={"quiet_start_hour": 0, "quiet_end_hour": 0})
     with bot_app(settings, store=store) as (client, services):
-        assert services.catalog is not None and services.index is not None
-        assert services.bot is not None
         services.bot.replier.clock = clock
         services.bot.replier.log_keep = 50
         services.catalog.changes_keep = 50
@@ -201,7 +199,6 @@ def test_point5_change_log_keeps_what_a_reader_has_not_read(tmp_path: Path) -> N
         slow = type(cat)(services.store, embedder=cat.embedder)
         assert [s for s, _ in slow.changes_after(0, limit=5)] == [1, 2, 3, 4, 5]
         slow.changes_after(5, limit=0)
-        assert services.index is not None
         services.index.refresh()  # this process's index reads everything
         assert cat.trim_changes() == 5
         assert [s for s, _ in slow.changes_after(5, limit=3)] == [6, 7, 8]

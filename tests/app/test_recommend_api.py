@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
 from app.services import Services, build_services
 from app.settings import Settings
 from catalog_sync.loader import demo_catalog_path, import_rows, read_jsonl
@@ -28,17 +27,10 @@ ITEM_KEYS = {"id", "kind", "title", "score", "price_cents", "url", "reason"}
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
     svc = build_services(settings)
-    assert svc.catalog is not None and svc.index is not None
     import_rows(svc.catalog, read_jsonl(demo_catalog_path()))
     svc.index.refresh()
     yield svc
     svc.close()
-
-
-@pytest.fixture
-def client(settings: Settings, services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, services=services)) as c:
-        yield c
 
 
 def _shape(body: dict[str, Any]) -> None:
@@ -52,7 +44,6 @@ def _shape(body: dict[str, Any]) -> None:
 
 def test_profile_from_real_chat_drives_recommendations(client: TestClient,
                                                        services: Services) -> None:
-    assert services.pipeline is not None
     texts = ["宝宝六个月了，辅食先加什么好？", "米粉要选高铁的吗", "第一口辅食吃什么比较好",
              "辅食添加要注意过敏吗"]
     services.pipeline.process([

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.main import MingpianApp, create_app
 from app.services import INBOX
+from tests.app.conftest import LOOPBACK
 from tests.bot.support import (
     AES_KEY,
     CORP_ID,
@@ -31,18 +32,13 @@ from tests.bot.test_callback import (
     VERIFY,
 )
 
-# /metrics (read by depth()) answers only to the ops networks: these clients come from
-# loopback, like an operator on the host (TestClient's own peer, "testclient", is in none).
-LOOPBACK = ("127.0.0.1", 50000)
 OA_MODES = ["plaintext", "compatible", "safe"]
 
 
 @pytest.fixture
-def client(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
-    redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
-    with TestClient(create_app(bot_settings(tmp_path / "data", redis_url=redis_url)),
-                    client=LOOPBACK) as c:
-        yield c
+def client(bot_client: TestClient) -> TestClient:
+    """The bot's client (tests/app/conftest.py): /metrics, read by depth(), answers it."""
+    return bot_client
 
 
 @pytest.fixture(params=OA_MODES)
@@ -52,10 +48,9 @@ def oa_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def oa_client(backend: str, oa_mode: str, tmp_path: Path, request: pytest.FixtureRequest
+def oa_client(oa_mode: str, tmp_path: Path, redis_or_none: str | None
               ) -> Iterator[TestClient]:
-    redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
-    settings = bot_settings(tmp_path / "data", redis_url=redis_url,
+    settings = bot_settings(tmp_path / "data", redis_url=redis_or_none,
                             wechat=wechat_config(oa_mode))
     with TestClient(create_app(settings), client=LOOPBACK) as c:
         yield c

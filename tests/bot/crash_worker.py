@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from app.services import build_services
@@ -54,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--marker", type=Path, required=True)
     args = ap.parse_args(argv)
     services = build_services(get_settings())
-    services.inbox_handler = holding_handler(services.inbox_handler, hold_batch=args.hold_batch,
-                                             hold_after=args.hold_after, marker=args.marker)
+    services = replace(services, inbox_handler=holding_handler(
+        services.inbox_handler, hold_batch=args.hold_batch, hold_after=args.hold_after,
+        marker=args.marker))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

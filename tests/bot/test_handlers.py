@@ -59,7 +59,6 @@ def test_every_type_reaches_the_worker_once(backend: str, tmp_path: Path,
             services.store.enqueue(INBOX, {"kind": KIND_PLATFORM, "source": "wecom",
                                            "fields": parse_xml(plain.encode()), "at": 0})
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "zhangsan")
         # text, image, voice, link and the unknown type are messages of zhangsan's.
         assert profile is not None and profile.message_count == 5
@@ -83,7 +82,6 @@ def test_official_account_messages_are_profiled_by_openid(tmp_path: Path) -> Non
                            encrypted=False)
         assert client.post("/wechat/callback", params=q, content=b).text == "success"
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", openid)
         assert profile is not None and profile.message_count == 2
 

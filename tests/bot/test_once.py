@@ -34,7 +34,6 @@ def test_three_deliveries_in_a_row(backend: str, tmp_path: Path,
             q, b = wecom_post(plain)  # each retry is signed afresh, like WeChat's
             assert client.post("/wecom/callback", params=q, content=b).status_code == 200
             drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "u-2001")
         assert profile is not None and profile.message_count == 1
 
@@ -60,7 +59,6 @@ def test_three_deliveries_at_once(backend: str, tmp_path: Path,
         assert statuses == [200, 200, 200]
         assert services.store.queue_depth(INBOX) == 1
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "u-2002")
         assert profile is not None and profile.message_count == 1
 
@@ -79,7 +77,6 @@ def test_a_day_later_after_a_restart_sqlite(tmp_path: Path) -> None:
         assert client.post("/wecom/callback", params=q, content=b).status_code == 200
         assert services.store.queue_depth(INBOX) == 0  # recognised: nothing queued
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "u-2003")
         assert profile is not None and profile.message_count == 1
     later.close()
@@ -100,7 +97,6 @@ def test_past_the_dedup_window_the_profile_still_counts_once(tmp_path: Path) -> 
         assert client.post("/wecom/callback", params=q, content=b).status_code == 200
         assert services.store.queue_depth(INBOX) == 1
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "u-2004")
         assert profile is not None and profile.message_count == 1
     later.close()
@@ -124,6 +120,5 @@ def test_a_day_later_after_a_restart_redis(tmp_path: Path, clean_redis_url: str)
         assert client.post("/wecom/callback", params=q, content=b).status_code == 200
         assert services.store.queue_depth(INBOX) == 0
         drain(services)
-        assert services.profiles is not None
         profile = services.profiles.get("user", "u-2005")
         assert profile is not None and profile.message_count == 1

@@ -42,11 +42,9 @@ def bot(backend: str, fake: FakeWeCom, tmp_path: Path, request: pytest.FixtureRe
                "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url},
         reply={"card_url": CARD, "bot_user_ids": ["bot-007"]})
     with bot_app(settings) as (client, services):
-        assert services.catalog is not None and services.index is not None
         lines = demo_catalog_path().read_text(encoding="utf-8").splitlines()
         services.catalog.upsert([CatalogItem.model_validate(json.loads(x)) for x in lines])
         services.index.refresh()
-        assert services.bot is not None
         services.bot.replier.clock = lambda: NOON
         yield client, services
 
@@ -93,7 +91,6 @@ def test_one_reply_per_group_per_ten_minutes(bot: tuple[TestClient, Services],
 
 def test_quiet_hours(bot: tuple[TestClient, Services], fake: FakeWeCom) -> None:
     client, services = bot
-    assert services.bot is not None
     services.bot.replier.clock = lambda: LATE
     _say(client, 1, "@名片助手 推荐个米粉")
     drain(services)
@@ -138,7 +135,6 @@ def test_a_redelivered_message_never_replies_twice(bot: tuple[TestClient, Servic
 def test_an_unprompted_question_needs_a_confident_answer(
         bot: tuple[TestClient, Services], fake: FakeWeCom) -> None:
     client, services = bot
-    assert services.bot is not None
     replier = services.bot.replier
     replier.policy = replace(replier.policy, confidence=2.0)  # nothing is that sure
     _say(client, 1, "有没有推荐的婴儿湿疹霜？")

@@ -40,9 +40,9 @@ def make_ledger(store: Store, clock: Clock, *, policy: str = "first", window_day
 def order(order_id: str, user_id: str, status: OrderStatus, *, eligible: int = 10_000,
           ineligible: int = 0, refund: int = 0, ts: int = T0) -> OrderEvent:
     """Return an order event with one eligible line (and an optional fee line)."""
-    items = [OrderItem("sku-1", eligible)]
+    items = [OrderItem(item_id="sku-1", amount_cents=eligible)]
     if ineligible:
-        items.append(OrderItem("fee", ineligible, reward_eligible=False))
+        items.append(OrderItem(item_id="fee", amount_cents=ineligible, reward_eligible=False))
     return OrderEvent(order_id=order_id, user_id=user_id, status=status,
                       amount_cents=eligible + ineligible, refund_cents=refund,
                       items=tuple(items), ts=ts)

@@ -60,8 +60,8 @@ def test_point5_repeated_binds_do_not_grow_the_event_log(store: Store) -> None:
 
     assert store.log_length(LOG_EVENTS) == length
     assert ledger.cursor() == cursor and ledger.pending() == 0
-    assert ledger.referrals("u") == view and view["referrer"] == "s1"
-    assert ledger.referrals("s2")["direct_referrals"] == []
+    assert ledger.referrals("u") == view and view.referrer == "s1"
+    assert ledger.referrals("s2").direct_referrals == []
     assert ledger.ledger_rows() == rows and ledger.verify().ok
     assert ledger.rebuild().identical
     # A sharer never seen before (no pseudonym yet) is refused the same way, and stays unseen.
@@ -84,12 +84,12 @@ def test_point5_repeated_cycle_binds_do_not_grow_the_event_log(store: Store) -> 
         assert _same_answer(ledger.submit_bind("a", code=c), via_c), n
         assert _same_answer(ledger.submit_bind("a", code=b), via_b), n
     assert store.log_length(LOG_EVENTS) == length
-    assert ledger.referrals("a")["referrer"] is None
+    assert ledger.referrals("a").referrer is None
     # The unbound user may still bind elsewhere: appended and applied as usual.
     ok = ledger.submit_bind("a", code=_code(shares, "x"))
     assert ok.event_id and ok.outcome == APPLIED
     assert store.log_length(LOG_EVENTS) == length + 1
-    assert ledger.referrals("a")["referrer"] == "x"
+    assert ledger.referrals("a").referrer == "x"
 
 
 def test_point5_bind_answers_unchanged_under_last_policy(store: Store) -> None:
@@ -103,7 +103,7 @@ def test_point5_bind_answers_unchanged_under_last_policy(store: Store) -> None:
         sharer, code = ("s2", s2) if n % 2 == 0 else ("s1", s1)
         sub = ledger.submit_bind("u", code=code)
         assert sub.event_id and sub.outcome == APPLIED, n
-        assert ledger.referrals("u")["referrer"] == sharer
+        assert ledger.referrals("u").referrer == sharer
         # A repeat of the binding in force is appended too, as before.
         again = ledger.submit_bind("u", code=code)
         assert again.event_id and again.outcome == APPLIED

@@ -58,7 +58,7 @@ def test_point4_check_order_refuses_before_storing(store: Store) -> None:
     clock = Clock()
     ledger = _keyed(store, clock, b"k" * 32)
     too_much = OrderEvent(order_id="o-1", user_id="u", status="completed", amount_cents=1_000,
-                          ts=T0, items=(OrderItem("sku", 100_000),))
+                          ts=T0, items=(OrderItem(item_id="sku", amount_cents=100_000),))
     with pytest.raises(InvalidOrderError):
         ledger.submit_order(too_much, ref_code=None)
     ahead = OrderEvent(order_id="o-2", user_id="u", status="paid", amount_cents=0,
@@ -73,8 +73,8 @@ def test_point4_freeze_runs_from_received_ts() -> None:
     engine.bind("m", "r", ts=T0 - DAY)
     engine.apply_order_event(OrderEvent(order_id="o-r", user_id="r", status="completed",
                                         amount_cents=100, ts=T0 - DAY,
-                                        items=(OrderItem("sku", 100),)))
+                                        items=(OrderItem(item_id="sku", amount_cents=100),)))
     [draft] = engine.apply_order_event(OrderEvent(
         order_id="o-m", user_id="m", status="completed", amount_cents=10_000, ts=T0 - 30 * DAY,
-        received_ts=T0, items=(OrderItem("sku", 10_000),)))
+        received_ts=T0, items=(OrderItem(item_id="sku", amount_cents=10_000),)))
     assert draft.completed_ts == T0 and draft.ts == T0 - 30 * DAY

@@ -16,11 +16,11 @@ from cards.plan import (
     DAY_S,
     REASON_MAX_LEVELS,
     REASON_MAX_TOTAL,
-    BindingRefused,
+    BindingRefusedError,
     BindPolicy,
     LedgerDraft,
     MemoryPlanState,
-    OrderConflict,
+    OrderConflictError,
     OrderEvent,
     OrderItem,
     OrderRecord,
@@ -209,7 +209,7 @@ def test_rule1_ref_code_on_paid_binds_an_unbound_buyer() -> None:
     engine = make()
     complete(engine, "o-1", "A")
     assert engine.apply_order_event(event("o-2", "B", "paid", referrer="A")) == []
-    assert engine.referral_view("B")["referrer"] == "A"
+    assert engine.referral_view("B").referrer == "A"
     assert amounts(complete(engine, "o-2", "B")) == {("A", "direct"): 1000}
 
 
@@ -222,9 +222,9 @@ def test_rule1_ref_code_on_completed_binds_when_paid_never_came() -> None:
 
 def test_rule1_self_referral_is_refused() -> None:
     engine = make()
-    with pytest.raises(BindingRefused) as err:
+    with pytest.raises(BindingRefusedError) as err:
         engine.bind("A", "A", ts=T0)
-    assert err.value.reason_code == "self_referral"
+    assert err.value.reason == "self_referral"
     assert engine.state.get_user("A") is None
 
 
@@ -234,9 +234,9 @@ def test_rule1_cycle_is_refused(links: list[tuple[str, str]]) -> None:
     for user, referrer in links:
         engine.bind(user, referrer, ts=T0)
     bottom = links[-1][0]
-    with pytest.raises(BindingRefused) as err:
+    with pytest.raises(BindingRefusedError) as err:
         engine.bind("A", bottom, ts=T0 + 1)
-    assert err.value.reason_code == "cycle"
+    assert err.value.reason == "cycle"
     assert node(engine, "A").referrer is None
 
 
@@ -257,29 +257,29 @@ def test_rule1_policy_first_refuses_a_second_referrer() -> None:
     engine = make(policy="first")
     engine.bind("B", "A", ts=T0)
     engine.bind("B", "A", ts=T0 + 5)  # the same binding again is a harmless no-op
-    with pytest.raises(BindingRefused) as err:
+    with pytest.raises(BindingRefusedError) as err:
         engine.bind("B", "C", ts=T0 + 400 * DAY_S)
-    assert err.value.reason_code == "already_bound"
+    assert err.value.reason == "already_bound"
     assert node(engine, "B").referrer == "A"
 
 
 def test_rule1_policy_window_days_rebinds_only_after_the_window() -> None:
     engine = make(policy="window_days")
     engine.bind("B", "A", ts=T0)
-    with pytest.raises(BindingRefused) as err:
+    with pytest.raises(BindingRefusedError) as err:
         engine.bind("B", "C", ts=T0 + 30 * DAY_S - 1, window_days=30)
-    assert err.value.reason_code == "binding_window"
+    assert err.value.reason == "binding_window"
     engine.bind("B", "C", ts=T0 + 30 * DAY_S, window_days=30)
-    assert engine.referral_view("B")["referrer"] == "C"
-    assert engine.referral_view("A")["direct_referrals"] == []
-    assert engine.referral_view("C")["direct_referrals"] == ["B"]
+    assert engine.referral_view("B").referrer == "C"
+    assert engine.referral_view("A").direct_referrals == []
+    assert engine.referral_view("C").direct_referrals == ["B"]
 
 
 def test_rule1_policy_last_latest_sharer_wins() -> None:
     engine = make(policy="last")
     engine.bind("B", "A", ts=T0)
     engine.bind("B", "C", ts=T0 + 1)
-    assert engine.referral_view("B")["referrer"] == "C"
+    assert engine.referral_view("B").referrer == "C"
 
 
 # --------------------------------------------------------------------------- rule 2: roles
@@ -288,17 +288,17 @@ def test_rule1_policy_last_latest_sharer_wins() -> None:
 def test_rule2_member_becomes_agent_when_an_order_completes() -> None:
     engine = make()
     engine.apply_order_event(event("o-1", "A", "paid"))
-    assert engine.referral_view("A")["role"] == "member"  # paid is not enough
+    assert engine.referral_view("A").role == "member"  # paid is not enough
     complete(engine, "o-1", "A")
-    assert engine.referral_view("A")["role"] == "agent"
+    assert engine.referral_view("A").role == "agent"
 
 
 def test_rule2_agent_threshold_on_eligible_amount() -> None:
     engine = make(PlanConfig(agent_threshold_cents=5000))
     complete(engine, "o-1", "A", eligible=4999)
-    assert engine.referral_view("A")["role"] == "member"
+    assert engine.referral_view("A").role == "member"
     complete(engine, "o-2", "A", eligible=5000)
-    assert engine.referral_view("A")["role"] == "agent"
+    assert engine.referral_view("A").role == "agent"
 
 
 def test_rule2_nobody_pays_to_join_ineligible_items_never_count() -> None:
@@ -308,7 +308,7 @@ def test_rule2_nobody_pays_to_join_ineligible_items_never_count() -> None:
     # A 99.00 membership fee alone: no promotion and no reward.
     drafts = complete(engine, "o-1", "B", eligible=0, ineligible=9900)
     assert drafts == []
-    assert engine.referral_view("B")["role"] == "member"
+    assert engine.referral_view("B").role == "member"
 
 
 # --------------------------------------------------------------------------- rule 3: teams
@@ -318,20 +318,20 @@ def test_rule3_new_agent_joins_its_boss_referrers_team() -> None:
     tree = grow()
     tree.bind("E", "A")  # A is a boss: E joins A's own team
     tree.buy("o-e", "E")
-    assert tree.engine.referral_view("E")["boss"] == "A"
-    assert "E" in tree.engine.referral_view("A")["team"]
+    assert tree.engine.referral_view("E").boss == "A"
+    assert "E" in tree.engine.referral_view("A").team
 
 
 def test_rule3_new_agent_joins_the_team_of_its_referrers_boss() -> None:
     tree = grow()
-    assert tree.engine.referral_view("F")["boss"] == "A"  # F's referrer D was in A's team
+    assert tree.engine.referral_view("F").boss == "A"  # F's referrer D was in A's team
 
 
 def test_rule3_no_boss_means_no_team() -> None:
     tree = grow()
-    assert tree.engine.referral_view("B")["boss"] is None
-    assert tree.engine.referral_view("A")["boss"] == "A"  # became a boss later, B stays out
-    assert "B" not in tree.engine.referral_view("A")["team"]
+    assert tree.engine.referral_view("B").boss is None
+    assert tree.engine.referral_view("A").boss == "A"  # became a boss later, B stays out
+    assert "B" not in tree.engine.referral_view("A").team
 
 
 # --------------------------------------------------------------------------- rule 4: slide
@@ -340,25 +340,25 @@ def test_rule3_no_boss_means_no_team() -> None:
 def test_rule4_slide_first_two_agents_join_referrers_boss_team() -> None:
     tree = grow()
     view_a = tree.engine.referral_view("A")
-    assert view_a["team"] == ["F", "G"]  # D left when it became a boss
-    assert tree.engine.referral_view("G")["boss"] == "A"
+    assert view_a.team == ["F", "G"]  # D left when it became a boss
+    assert tree.engine.referral_view("G").boss == "A"
 
 
 def test_rule4_plus_one_makes_the_referrer_a_boss_with_origin() -> None:
     tree = grow()
     view_d = tree.engine.referral_view("D")
-    assert view_d["role"] == "boss"
-    assert view_d["boss"] == "D"
-    assert view_d["origin_boss"] == "A"
-    assert view_d["team"] == ["H", "K"]  # H is the "+1", K slid from H
+    assert view_d.role == "boss"
+    assert view_d.boss == "D"
+    assert view_d.origin_boss == "A"
+    assert view_d.team == ["H", "K"]  # H is the "+1", K slid from H
 
 
 def test_rule4_later_direct_agents_join_the_new_boss_team() -> None:
     tree = grow()
     tree.bind("J", "D")
     tree.buy("o-j", "J")
-    assert tree.engine.referral_view("J")["boss"] == "D"
-    assert tree.engine.referral_view("D")["team"] == ["H", "K", "J"]
+    assert tree.engine.referral_view("J").boss == "D"
+    assert tree.engine.referral_view("D").team == ["H", "K", "J"]
 
 
 # --------------------------------------------------------------------------- rule 5: rewards
@@ -537,7 +537,7 @@ def test_rule8_every_entry_names_order_beneficiary_rule_rate_base_path() -> None
 
 def test_rule8_drafts_chain_into_a_verifiable_ledger() -> None:
     tree = grow()
-    rows = chain([d.to_dict() for drafts in tree.drafts.values() for d in drafts])
+    rows = chain([d.model_dump(mode="json") for drafts in tree.drafts.values() for d in drafts])
     assert verify(rows).ok
     rows[3]["amount_cents"] += 1
     assert verify(rows).first_bad_seq == 4
@@ -556,9 +556,9 @@ def test_reading_roles_and_teams_never_go_back_after_refund() -> None:
     tree = grow()
     refund(tree.engine, "o-h", "H", 10_000)
     refund(tree.engine, "o-d", "D", 10_000)
-    assert tree.engine.referral_view("H")["role"] == "agent"
-    assert tree.engine.referral_view("D")["role"] == "boss"
-    assert tree.engine.referral_view("D")["team"] == ["H", "K"]
+    assert tree.engine.referral_view("H").role == "agent"
+    assert tree.engine.referral_view("D").role == "boss"
+    assert tree.engine.referral_view("D").team == ["H", "K"]
 
 
 def test_reading_e_is_the_completed_events_eligible_items() -> None:
@@ -566,7 +566,7 @@ def test_reading_e_is_the_completed_events_eligible_items() -> None:
     complete(engine, "o-0", "A")
     engine.bind("B", "A", ts=T0)
     engine.apply_order_event(event("o-1", "B", "paid", eligible=50_000))
-    completed = OrderEvent.from_dict(
+    completed = OrderEvent.model_validate(
         {
             "order_id": "o-1",
             "user_id": "B",
@@ -587,7 +587,7 @@ def test_reading_threshold_applies_to_one_orders_e() -> None:
     engine = make(PlanConfig(agent_threshold_cents=5000))
     complete(engine, "o-1", "A", eligible=3000)
     complete(engine, "o-2", "A", eligible=3000)
-    assert engine.referral_view("A")["role"] == "member"
+    assert engine.referral_view("A").role == "member"
 
 
 def test_reading_e_zero_never_promotes() -> None:
@@ -596,7 +596,7 @@ def test_reading_e_zero_never_promotes() -> None:
     engine.apply_order_event(
         OrderEvent(order_id="o-2", user_id="A", status="completed", amount_cents=100, ts=T0)
     )
-    assert engine.referral_view("A")["role"] == "member"
+    assert engine.referral_view("A").role == "member"
 
 
 def test_reading_slides_count_in_the_order_referrals_become_agents() -> None:
@@ -607,9 +607,9 @@ def test_reading_slides_count_in_the_order_referrals_become_agents() -> None:
         engine.bind(child, "A", ts=T0)
     for child in "DCB":  # D becomes an agent first, B last
         complete(engine, f"o-{child}", child)
-    assert engine.referral_view("Z")["team"] == ["D", "C"]
-    assert engine.referral_view("A")["team"] == ["B"]
-    assert engine.referral_view("A")["origin_boss"] == "Z"
+    assert engine.referral_view("Z").team == ["D", "C"]
+    assert engine.referral_view("A").team == ["B"]
+    assert engine.referral_view("A").origin_boss == "Z"
 
 
 def test_reading_orders_apply_in_arrival_order_not_ts_order() -> None:
@@ -619,7 +619,7 @@ def test_reading_orders_apply_in_arrival_order_not_ts_order() -> None:
     engine.bind("C", "A", ts=T0)
     complete(engine, "o-c", "C", ts=T0 + 200)
     complete(engine, "o-b", "B", ts=T0 + 100)  # earlier ts, later arrival: B is the "+1"
-    assert engine.referral_view("A")["team"] == ["B"]
+    assert engine.referral_view("A").team == ["B"]
 
 
 def test_reading_referral_that_became_agent_under_a_member_referrer_does_not_count() -> None:
@@ -631,18 +631,18 @@ def test_reading_referral_that_became_agent_under_a_member_referrer_does_not_cou
         engine.bind(child, "A", ts=T0)
     complete(engine, "o-c", "C")
     complete(engine, "o-d", "D")
-    assert engine.referral_view("A")["role"] == "agent"  # B did not count: C, D are the slides
+    assert engine.referral_view("A").role == "agent"  # B did not count: C, D are the slides
     complete(engine, "o-e", "E")
-    assert engine.referral_view("A")["role"] == "boss"
-    assert engine.referral_view("A")["team"] == ["E"]
-    assert engine.referral_view("B")["boss"] is None
+    assert engine.referral_view("A").role == "boss"
+    assert engine.referral_view("A").team == ["E"]
+    assert engine.referral_view("B").boss is None
 
 
 def test_reading_agent_with_no_boss_counts_slides_and_plus_one_has_no_origin() -> None:
     tree = grow()
     assert node(tree.engine, "A").slid_count == 2
-    assert tree.engine.referral_view("C")["boss"] is None  # slid, but to no team
-    assert tree.engine.referral_view("A")["origin_boss"] is None
+    assert tree.engine.referral_view("C").boss is None  # slid, but to no team
+    assert tree.engine.referral_view("A").origin_boss is None
 
 
 def test_reading_slide_count_zero_makes_the_first_direct_agent_the_plus_one() -> None:
@@ -650,8 +650,8 @@ def test_reading_slide_count_zero_makes_the_first_direct_agent_the_plus_one() ->
     complete(engine, "o-a", "A")
     engine.bind("B", "A", ts=T0)
     drafts = complete(engine, "o-b", "B")
-    assert engine.referral_view("A")["role"] == "boss"
-    assert engine.referral_view("A")["team"] == ["B"]
+    assert engine.referral_view("A").role == "boss"
+    assert engine.referral_view("A").team == ["B"]
     assert amounts(drafts) == {("A", "direct"): 1000, ("A", "team"): 500}
 
 
@@ -661,7 +661,7 @@ def test_reading_member_buyer_yields_only_direct() -> None:
     seed(engine, "A", role="agent", referrer="Z", boss="Z")
     engine.bind("B", "A", ts=T0)
     assert amounts(complete(engine, "o-1", "B")) == {("A", "direct"): 1000}
-    assert engine.referral_view("B")["role"] == "member"
+    assert engine.referral_view("B").role == "member"
 
 
 def test_reading_agent_with_no_boss_yields_only_direct() -> None:
@@ -695,7 +695,7 @@ def test_reading_binding_after_agent_gives_new_referrer_direct_but_team_is_fixed
     tree.buy("o-x", "X")  # X becomes an agent with no referrer and no team
     tree.bind("X", "H")
     assert amounts(tree.buy("o-x2", "X")) == {("H", "direct"): 1000}
-    assert tree.engine.referral_view("X")["boss"] is None
+    assert tree.engine.referral_view("X").boss is None
     assert node(tree.engine, "H").slid_count == 1  # only K counted; X joined as an agent
 
 
@@ -703,7 +703,7 @@ def test_reading_rebinding_an_agent_keeps_its_team() -> None:
     tree = grow()
     tree.engine.bind("F", "C", ts=tree.ts + 1, policy="last")
     drafts = tree.buy("o-f2", "F")
-    assert tree.engine.referral_view("F")["boss"] == "A"
+    assert tree.engine.referral_view("F").boss == "A"
     # F -> C -> A: direct to the new referrer C, team still to A (2 hops).
     assert amounts(drafts) == {("C", "direct"): 1000, ("A", "team"): 500}
 
@@ -804,7 +804,7 @@ def test_reading_withheld_listed_under_beneficiary_in_no_balance_never_reversed(
     reversals = refund(tree.engine, "o-k", "K", 10_000)
     assert {d.beneficiary for d in reversals} == {"H", "D"}  # not A's withheld peer
     entries = [*tree.drafts["o-k"], *reversals]
-    view = rewards_view(entries, user_id="A", now_ts=T0, config=config)
+    view = rewards_view(entries, user_id="A", now_ts=T0, config=config).model_dump()
     assert [(e["status"], e["amount_cents"], e["reason"]) for e in view["entries"]] == [
         ("withheld", 100, REASON_MAX_LEVELS),
     ]
@@ -914,16 +914,16 @@ def test_reading_paid_ref_code_of_already_bound_buyer_is_ignored(policy: BindPol
     engine = make(policy=policy)
     engine.bind("B", "A", ts=T0)
     engine.apply_order_event(event("o-1", "B", "paid", referrer="C", ts=T0 + 400 * DAY_S))
-    assert engine.referral_view("B")["referrer"] == "A"
+    assert engine.referral_view("B").referrer == "A"
 
 
 def test_reading_paid_ref_code_refusals_are_ignored() -> None:
     engine = make()
     engine.apply_order_event(event("o-1", "A", "paid", referrer="A"))  # self
-    assert engine.referral_view("A")["referrer"] is None
+    assert engine.referral_view("A").referrer is None
     engine.bind("B", "A", ts=T0)
     engine.apply_order_event(event("o-2", "A", "paid", referrer="B"))  # cycle
-    assert engine.referral_view("A")["referrer"] is None
+    assert engine.referral_view("A").referrer is None
 
 
 def test_reading_refused_binding_has_a_clear_reason() -> None:
@@ -931,9 +931,9 @@ def test_reading_refused_binding_has_a_clear_reason() -> None:
     engine.bind("B", "A", ts=T0)
     refusals = []
     for user, referrer in [("A", "A"), ("A", "B"), ("B", "C")]:
-        with pytest.raises(BindingRefused) as err:
+        with pytest.raises(BindingRefusedError) as err:
             engine.bind(user, referrer, ts=T0)
-        refusals.append(err.value.reason_code)
+        refusals.append(err.value.reason)
         assert err.value.message
     assert refusals == ["self_referral", "cycle", "already_bound"]
 
@@ -950,7 +950,7 @@ def test_reading_path_runs_from_buyer_up_to_beneficiary() -> None:
 
 def test_reading_referral_view_boss_is_itself_direct_referrals_and_team() -> None:
     tree = grow()
-    assert tree.engine.referral_view("A") == {
+    assert tree.engine.referral_view("A").model_dump() == {
         "role": "boss",
         "referrer": None,
         "boss": "A",
@@ -958,7 +958,7 @@ def test_reading_referral_view_boss_is_itself_direct_referrals_and_team() -> Non
         "direct_referrals": ["B", "C", "D"],
         "team": ["F", "G"],
     }
-    assert tree.engine.referral_view("K") == {
+    assert tree.engine.referral_view("K").model_dump() == {
         "role": "agent",
         "referrer": "H",
         "boss": "D",
@@ -966,7 +966,7 @@ def test_reading_referral_view_boss_is_itself_direct_referrals_and_team() -> Non
         "direct_referrals": [],
         "team": [],
     }
-    assert tree.engine.referral_view("nobody")["role"] == "member"
+    assert tree.engine.referral_view("nobody").role == "member"
 
 
 # --------------------------------------------------------------------------- records and errors
@@ -977,20 +977,20 @@ def test_records_round_trip_through_json_dicts() -> None:
     state = tree.engine.state
     assert isinstance(state, MemoryPlanState)
     for data in state.users.values():
-        assert UserNode.from_dict(data).to_dict() == data
+        assert UserNode.model_validate(data).model_dump(mode="json") == data
     for data in state.orders.values():
-        assert OrderRecord.from_dict(data).to_dict() == data
+        assert OrderRecord.model_validate(data).model_dump(mode="json") == data
     for drafts in tree.drafts.values():
         for d in drafts:
-            assert LedgerDraft.from_dict(d.to_dict()) == d
+            assert LedgerDraft.model_validate(d.model_dump(mode="json")) == d
     e = event("o-9", "B", "refunded", ineligible=5, refund=7, referrer="A")
-    assert OrderEvent.from_dict(e.to_dict()) == e
+    assert OrderEvent.model_validate(e.model_dump(mode="json")) == e
 
 
 def test_event_for_another_buyer_is_a_conflict_and_changes_nothing() -> None:
     engine = make()
     engine.apply_order_event(event("o-1", "A", "paid"))
-    with pytest.raises(OrderConflict):
+    with pytest.raises(OrderConflictError):
         complete(engine, "o-1", "B")
     assert engine.state.get_user("B") is None
 
@@ -1014,7 +1014,7 @@ def test_malformed_events_are_rejected(bad: dict[str, object]) -> None:
         "ts": T0,
     }
     with pytest.raises(ValueError):
-        OrderEvent.from_dict({**data, **bad})
+        OrderEvent.model_validate({**data, **bad})
 
 
 # --------------------------------------------------------------------------- decisions where §7 leaves room
@@ -1044,4 +1044,4 @@ def test_decision_refund_share_uses_the_completed_events_amount() -> None:
 def test_decision_refunded_event_ref_code_does_not_bind() -> None:
     engine = make()
     engine.apply_order_event(event("o-1", "B", "refunded", refund=10, referrer="A"))
-    assert engine.referral_view("B")["referrer"] is None
+    assert engine.referral_view("B").referrer is None

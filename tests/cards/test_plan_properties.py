@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cards.plan import (
     DAY_S,
     BindEvent,
-    BindingRefused,
+    BindingRefusedError,
     BindPolicy,
     LedgerDraft,
     MemoryPlanState,
@@ -165,7 +165,7 @@ def engine_for(scn: Scenario) -> tuple[PlanEngine, MemoryPlanState]:
 
 def apply(engine: PlanEngine, op: Op) -> list[LedgerDraft]:
     if isinstance(op, BindEvent):
-        with contextlib.suppress(BindingRefused):
+        with contextlib.suppress(BindingRefusedError):
             engine.bind(op.user_id, op.referrer_id, ts=op.ts)
         return []
     return engine.apply_order_event(op)
@@ -222,12 +222,11 @@ def deep_scenarios(draw: st.DrawFn) -> Scenario:
             )
     slide_count = draw(st.sampled_from([fanout - 1, fanout - 1, 0, 1, 2]))
     return Scenario(
-        config=replace(
-            draw(configs),
-            slide_count=slide_count,
+        config=draw(configs).model_copy(update={
+            "slide_count": slide_count,
             # Mostly settings that would let a deep beneficiary through if the clamp failed.
-            max_levels=draw(st.sampled_from([10, 3, 2, 1, 0])),
-        ),
+            "max_levels": draw(st.sampled_from([10, 3, 2, 1, 0])),
+        }),
         policy="first",
         window_days=30,
         ops=tuple(ops),
@@ -329,7 +328,7 @@ def test_property_replay_is_deterministic_and_repeats_change_nothing(scn: Scenar
     )
     assert again == first
     assert (replayed.users, replayed.orders) == (state.users, state.orders)
-    json.dumps([state.users, state.orders, [d.to_dict() for d in first]])  # plain JSON
+    json.dumps([state.users, state.orders, [d.model_dump(mode="json") for d in first]])  # plain JSON
     for op in scn.ops:
         if isinstance(op, OrderEvent):
             assert engine.apply_order_event(op) == []  # every key was seen: first wins

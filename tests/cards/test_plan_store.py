@@ -9,10 +9,22 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from cards.ledger import DEMO_LEDGER_KEY, PSEUDONYM_PREFIX, head_tag
 from cards.orders import PlanLedger
-from cards.plan import BindEvent, OrderEvent, PlanConfig, replay
-from cards.plan_store import LOG_EVENTS, LOG_LEDGER
+from cards.plan import (
+    BindEvent,
+    BindingRefusedError,
+    InvalidEventError,
+    OrderConflictError,
+    OrderEvent,
+    PlanConfig,
+    refusal_from_stored,
+    replay,
+)
+from cards.plan_store import APPLIED, LOG_EVENTS, LOG_LEDGER, Outcome
+from models.errors import ConflictError
 from store import Batch, Store
 from tests.cards.support import DAY, T0, Clock, credits, make_ledger, order
 
@@ -34,11 +46,11 @@ def _replay_independently(store: Store) -> dict[tuple[str, str, str], int]:
     events: list[OrderEvent | BindEvent] = []
     for _, doc in store.read_log(LOG_EVENTS, limit=100_000):
         if doc["type"] == "bind":
-            events.append(BindEvent(doc["user_id"], doc["referrer_id"], doc["ts"]))
+            events.append(BindEvent.model_validate(doc))
         else:
-            events.append(OrderEvent.from_dict(doc["order"]))
+            events.append(OrderEvent.model_validate(doc["order"]))
     drafts, _ = replay(events, config=PlanConfig())
-    return credits([d.to_dict() for d in drafts])
+    return credits([d.model_dump(mode="json") for d in drafts])
 
 
 def test_events_are_applied_into_one_hash_chained_ledger(store: Store) -> None:
@@ -46,7 +58,7 @@ def test_events_are_applied_into_one_hash_chained_ledger(store: Store) -> None:
     ledger, shares = make_ledger(store, clock)
     _team(ledger, shares, clock)
     view = ledger.referrals("B")
-    assert view["role"] == "boss" and view["team"] == ["A3"]
+    assert view.role == "boss" and view.team == ["A3"]
     rows = ledger.ledger_rows()
     assert rows, "the +1 and the agents' orders pay the referrers"
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
@@ -64,8 +76,8 @@ def test_ledger_and_graph_hold_pseudonyms_never_user_ids(store: Store) -> None:
         assert f'"{user}"' not in text
     assert PSEUDONYM_PREFIX in text
     # ... while the views speak in user ids.
-    assert ledger.referrals("A1")["referrer"] == "B"
-    assert all(e["path"][-1] == "B" for e in ledger.rewards("B")["entries"])
+    assert ledger.referrals("A1").referrer == "B"
+    assert all(e.path[-1] == "B" for e in ledger.rewards("B").entries)
 
 
 def test_repeated_event_changes_nothing(store: Store) -> None:
@@ -89,7 +101,7 @@ def test_crash_between_accept_and_apply_loses_nothing(store: Store) -> None:
     other, _ = make_ledger(store, clock)
     assert other.catch_up() == 1
     assert other.outcome(accepted.event_id) is not None
-    assert any(e["order_id"] == "o-m1" for e in other.rewards("A1")["entries"])
+    assert any(e.order_id == "o-m1" for e in other.rewards("A1").entries)
     assert other.verify().ok
 
 
@@ -162,12 +174,12 @@ def test_rebuild_finds_a_wrong_ledger_and_write_appends_corrections(store: Store
                                                       "tag": head_tag(key=DEMO_LEDGER_KEY,
                                                                       count=cur.ledger + 1,
                                                                       head=bogus[0]["hash"])})]))
-    paid_before = ledger.rewards("B")["balances"]
+    paid_before = ledger.rewards("B").balances
     report = ledger.rebuild()
     assert not report.identical and b in report.balance_diffs
     ledger.rebuild(write=True)
-    after = ledger.rewards("B")["balances"]
-    assert after["pending_cents"] == paid_before["pending_cents"] - 777
+    after = ledger.rewards("B").balances
+    assert after.pending_cents == paid_before.pending_cents - 777
     assert ledger.rebuild().identical
     assert ledger.verify().ok
 
@@ -179,19 +191,19 @@ def test_erasure_keeps_the_chain_and_unlinks_the_user(store: Store) -> None:
     ledger.submit_bind("m1", code=codes["A3"])
     ledger.submit_order(order("o-m1", "m1", "completed"), ref_code=None)
     a3_before = ledger.rewards("A3")
-    assert a3_before["entries"]
+    assert a3_before.entries
     assert ledger.erase_user("A3")
-    assert ledger.rewards("A3")["entries"] == []
-    assert ledger.referrals("m1")["referrer"].startswith(PSEUDONYM_PREFIX)
+    assert ledger.rewards("A3").entries == []
+    assert ledger.referrals("m1").referrer.startswith(PSEUDONYM_PREFIX)
     assert ledger.verify().ok
     assert ledger.rebuild().identical
     # The buyer is erased too; a later refund of its order still reverses B's team reward.
-    assert any(e["rule"] == "team" and e["order_id"] == "o-m1"
-               for e in ledger.rewards("B")["entries"])
+    assert any(e.rule == "team" and e.order_id == "o-m1"
+               for e in ledger.rewards("B").entries)
     ledger.erase_user("m1")
-    team_before = ledger.rewards("B")["balances"]["pending_cents"]
+    team_before = ledger.rewards("B").balances.pending_cents
     ledger.submit_order(order("o-m1", "m1", "refunded", refund=10_000), ref_code=None)
-    assert ledger.rewards("B")["balances"]["pending_cents"] < team_before
+    assert ledger.rewards("B").balances.pending_cents < team_before
     assert ledger.verify().ok and ledger.rebuild().identical
 
 
@@ -199,8 +211,22 @@ def test_rewards_turn_payable_after_freeze_days(store: Store) -> None:
     clock = Clock(T0)
     ledger, shares = make_ledger(store, clock)
     _team(ledger, shares, clock)
-    pending = ledger.rewards("B")["balances"]
-    assert pending["pending_cents"] > 0 and pending["payable_cents"] == 0
+    pending = ledger.rewards("B").balances
+    assert pending.pending_cents > 0 and pending.payable_cents == 0
     clock.advance(7 * DAY + 10)
-    payable = ledger.rewards("B")["balances"]
-    assert payable == {"pending_cents": 0, "payable_cents": pending["pending_cents"]}
+    payable = ledger.rewards("B").balances
+    assert payable.model_dump() == {"pending_cents": 0, "payable_cents": pending.pending_cents}
+
+
+@pytest.mark.parametrize(("code", "error"), [("cycle", BindingRefusedError),
+                                             ("already_bound", BindingRefusedError),
+                                             ("order_conflict", OrderConflictError),
+                                             ("invalid_event", InvalidEventError)])
+def test_a_stored_refusal_comes_back_as_its_typed_app_error(code: str, error: type) -> None:
+    stored = Outcome.refused(refusal_from_stored(code, "why")).to_dict()
+    assert stored == {"status": "refused", "code": code, "message": "why"}  # the stored shape
+    outcome = Outcome.from_dict(stored)
+    with pytest.raises(error) as err:
+        outcome.raise_if_refused()
+    assert isinstance(err.value, ConflictError) and err.value.code == code
+    APPLIED.raise_if_refused()  # applied: nothing raised

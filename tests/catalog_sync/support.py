@@ -147,7 +147,7 @@ _TAG_SPACES: dict[int, Any] = {}
 def build_recommender(store: Any, embedder: Any, *, profiles: Profiles | None = None,
                       items: Sequence[CatalogItem] = ()) -> Any:
     """Return a Recommender over a CatalogRepo in store, with items upserted and indexed."""
-    from catalog_sync.repo import CatalogRepo
+    from catalog.repo import CatalogRepo
     from nlp.index import VectorIndex
     from nlp.recommend import Recommender, TagSpace
     from nlp.signals import Signals

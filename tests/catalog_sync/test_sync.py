@@ -10,7 +10,7 @@ import pytest
 
 from app import cli
 from app.settings import get_settings
-from catalog_sync.repo import CatalogRepo
+from catalog.repo import CatalogRepo
 from catalog_sync.source import MallSource
 from catalog_sync.sync import source_key, sync_catalog
 from models.errors import UpstreamError

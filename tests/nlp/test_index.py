@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catalog_sync.repo import CHANGES, CatalogRepo
+from catalog.repo import CHANGES, CatalogRepo
 from models.catalog import CatalogItem
 from nlp.index import IndexEntry, VectorIndex
 from store.base import Store

@@ -46,6 +46,18 @@ def test_a_deployment_replaces_or_extends_it(tmp_path: Path) -> None:
     assert fish is not None and fish.examples == ("周末去水库甩两竿",)
 
 
+def test_prototypes_say_each_tag_by_description_then_examples(tmp_path: Path) -> None:
+    own = _write(tmp_path / "own.json", [
+        {"tag": "钓鱼", "industry": "outdoor", "keywords": ["鱼竿"], "description": "喜欢钓鱼。",
+         "examples": ["周末去水库甩两竿"]}])
+    assert Taxonomy.load(own).prototypes() == {"钓鱼": ["钓鱼：喜欢钓鱼。", "周末去水库甩两竿"]}
+    shipped = Taxonomy.load()
+    protos = shipped.prototypes()
+    assert list(protos) == shipped.names()
+    sleep = shipped.get("睡眠")
+    assert sleep is not None and protos["睡眠"] == [f"睡眠：{sleep.description}", *sleep.examples]
+
+
 def test_catalog_tags_become_tags_and_categories_become_words() -> None:
     tax = Taxonomy.load()
     before = tax.version

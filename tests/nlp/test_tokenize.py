@@ -17,6 +17,21 @@ def test_traditional_is_converted_before_matching() -> None:
     assert to_simplified(simplified) is simplified  # the fast path returns the same object
 
 
+def test_official_opencc_converts_traditional_sentences() -> None:
+    # Issue 13: the official C++ OpenCC is the one t2s implementation (phrases included).
+    import opencc
+
+    assert hasattr(opencc, "__version__")  # the official package; the reimplementation has none
+    cases = {
+        "乾隆年間的瓷器，頭一回見": "乾隆年间的瓷器，头一回见",  # a phrase keeps 乾
+        "頭髮乾燥分岔，有沒有推薦的護髮精油？": "头发干燥分岔，有没有推荐的护发精油？",
+        "車子的電瓶沒電了，週末去保養廠換": "车子的电瓶没电了，周末去保养厂换",
+        "Lily說：防曬乳SPF50，敏感肌可以用嗎": "Lily说：防晒乳SPF50，敏感肌可以用吗",
+    }
+    for traditional, simplified in cases.items():
+        assert to_simplified(traditional) == simplified
+
+
 def test_noise_is_stripped() -> None:
     assert strip_noise("[捂脸]哈哈😂 https://a.example/x?y=1 @小美 你好！").split() == ["哈哈", "你好"]
 

@@ -19,6 +19,7 @@ re-embedded exactly when its text (or the model) changed.
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,9 +28,8 @@ from datetime import datetime
 
 import numpy as np
 
+from catalog.feed import IndexEntry, TextEncoder, Vectors
 from models.catalog import CatalogItem
-from nlp.embed import Embedder, Vectors
-from nlp.index import IndexEntry
 from store.base import JSON, Batch, CommitResult, Record, Store
 
 NS_ITEM = "catalog.item"
@@ -93,9 +93,9 @@ class PreparedUpsert:
 
 
 class CatalogRepo:
-    """Read and write catalog items; also the index's :class:`nlp.index.CatalogFeed`."""
+    """Read and write catalog items; also the index's :class:`catalog.feed.CatalogFeed`."""
 
-    def __init__(self, store: Store, *, embedder: Embedder, cache_items: int = 4096,
+    def __init__(self, store: Store, *, embedder: TextEncoder, cache_items: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.embedder = embedder
@@ -127,6 +127,24 @@ class CatalogRepo:
             if len(self._parsed) >= self._cache_items:
                 self._parsed.clear()
             self._parsed[k] = (doc, item)
+        return out
+
+    def get_active(self, item_id: str) -> CatalogItem | None:
+        """Return the item if it exists and is active, else None."""
+        item = self.get_items([item_id]).get(item_id)
+        return item if item is not None and item.active else None
+
+    def list_available(self, *, provider_id: str | None, limit: int,
+                       scan: int = 500) -> list[CatalogItem]:
+        """Return up to limit items, in id order, that are active and (at provider_id) in
+        stock, looking at no more than the first scan items (a page's fallback, not a
+        search: the recommender ranks by popularity)."""
+        out: list[CatalogItem] = []
+        for item in itertools.islice(self.iter_items(), scan):
+            if len(out) >= limit:
+                break
+            if item.is_available(provider_id):
+                out.append(item)
         return out
 
     def count(self) -> int:

@@ -1,11 +1,12 @@
-"""The catalog in the store: diff on upsert, re-embedding only changed texts, the change log."""
+"""The catalog in the store: diff on upsert, re-embedding only changed texts, the change log,
+and the typed reads the card pages use."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from catalog.repo import CatalogRepo
 from catalog_sync.loader import import_items
-from catalog_sync.repo import CatalogRepo
 from store.base import Store
 from tests.catalog_sync.support import CountingEmbedder, item, item_json
 
@@ -94,3 +95,19 @@ def test_apply_rediffs_when_the_item_changed_after_prepare(store: Store) -> None
     got = repo.get("a")
     assert got is not None and got.title == "甲"
     assert len(repo.entries(["a"])) == 1  # its vector matches its text
+
+
+def test_typed_reads_skip_inactive_and_out_of_stock_items(store: Store) -> None:
+    repo = CatalogRepo(store, embedder=CountingEmbedder())
+    sh = [{"provider_id": "sh-01", "price_cents": 8800, "stock": 3}]
+    sold_out = [{"provider_id": "sh-01", "price_cents": 8800, "stock": 0}]
+    repo.upsert([item("a"), item("b", active=False), item("c", availability=sh),
+                 item("d", availability=sold_out)])
+    got = repo.get_active("a")
+    assert got is not None and got.url == "https://mall.example.com/p/a"
+    assert repo.get_active("b") is None and repo.get_active("nope") is None
+    assert set(repo.get_items(["a", "b", "nope"])) == {"a", "b"}
+    assert [i.id for i in repo.list_available(provider_id=None, limit=10)] == ["a", "c", "d"]
+    assert [i.id for i in repo.list_available(provider_id="sh-01", limit=10)] == ["a", "c"]
+    assert [i.id for i in repo.list_available(provider_id="sh-01", limit=1)] == ["a"]
+    assert repo.list_available(provider_id=None, limit=10, scan=1) == [repo.get("a")]
