@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +15,8 @@ from fastapi import FastAPI
 
 from app.settings import Settings
 from catalog.repo import CatalogRepo
+from catalog_sync.loader import ImportReport, import_items
+from models.errors import NotFoundError
 from nlp.embed import CachedEmbedder, Embedder, load_embedder
 from nlp.index import VectorIndex
 from nlp.recommend import ProfileSource, Recommender, TagSpace
@@ -54,6 +56,40 @@ def shared_tag_space(embedder: Embedder, taxonomy: Taxonomy) -> TagSpace:
         return space
 
 
+class CatalogService:
+    """Writes to the catalog that this process's index sees at once (the catalog webhooks).
+
+    Other processes see a write within their index's poll interval."""
+
+    def __init__(self, repo: CatalogRepo, index: VectorIndex, *,
+                 loader: Callable[[CatalogRepo, Sequence[object]], ImportReport] = import_items
+                 ) -> None:
+        self.repo = repo
+        self.index = index
+        self.loader = loader
+
+    def upsert(self, raws: Sequence[object]) -> ImportReport:
+        """Validate and upsert items (invalid ones reported by position); refresh the index
+        when any item changed."""
+        report = self.loader(self.repo, raws)
+        if report.stats.changed_ids:
+            self.index.refresh()
+        return report
+
+    def item_json(self, item_id: str) -> dict[str, Any]:
+        """Return one item as stored, or raise NotFoundError."""
+        item = self.repo.get(item_id)
+        if item is None:
+            raise NotFoundError(f"no catalog item {item_id!r}")
+        return item.to_json()
+
+    def delete(self, item_id: str) -> None:
+        """Remove an item from the catalog and the index, or raise NotFoundError."""
+        if not self.repo.delete(item_id):
+            raise NotFoundError(f"no catalog item {item_id!r}")
+        self.index.refresh()
+
+
 @dataclass
 class CatalogKit:
     """The catalog repository, the index following it and the recommender over both."""
@@ -62,6 +98,7 @@ class CatalogKit:
     repo: CatalogRepo
     index: VectorIndex
     recommender: Recommender
+    service: CatalogService  # catalog writes that refresh the index
 
     def close(self) -> None:
         """Stop following the catalog."""
@@ -85,7 +122,8 @@ def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
                       tags=shared_tag_space(emb, taxonomy), profiles=profiles)
     log.info("catalog index: %d items (%s), version %d", len(index), index.index_type,
              index.version)
-    return CatalogKit(embedder=emb, repo=repo, index=index, recommender=rec)
+    return CatalogKit(embedder=emb, repo=repo, index=index, recommender=rec,
+                      service=CatalogService(repo, index))
 
 
 def tune_for_serving(app: FastAPI) -> FastAPI:

@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
+def _worker(_args: argparse.Namespace, settings: Settings) -> int:  # the Command signature
     if _refuse_to_start(settings):
         return 2
     from app.metrics import MULTIPROC_ENV, Metrics, multiprocess_dir, use_multiprocess_dir

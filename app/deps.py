@@ -4,21 +4,23 @@ another."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.bot_wiring import BotKit
+from app.catalog_wiring import CatalogService
 from app.services import Services
 from app.settings import Settings
 from cards.service import CardsService
-from catalog.repo import CatalogRepo
 from models.errors import UnauthorizedError
-from nlp.index import VectorIndex
 from nlp.profile import ProfileRepo
 from nlp.recommend import Recommender
 from store import Store
+
+T = TypeVar("T")
 
 
 def get_services(request: Request) -> Services:
@@ -27,57 +29,26 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_store(request: Request) -> Store:
-    """Return the store."""
-    return get_services(request).store
+def _part(read: Callable[[Services], T]) -> Callable[[Request], Awaitable[T]]:
+    """Return a dependency that hands out read(services): one part of the services.
 
+    Async with no sub-dependency: an attribute read costs no thread hop (the recommender's
+    is on the mall's hot path)."""
 
-def get_settings_dep(request: Request) -> Settings:
-    """Return the settings."""
-    return get_services(request).settings
+    async def get(request: Request) -> T:
+        return read(get_services(request))
 
-
-# The getters below are async with no sub-dependency: an attribute read costs no thread hop
-# (the recommender's is on the mall's hot path).
-async def get_bot(request: Request) -> BotKit:
-    """Return the bot: callbacks, inbox, replier."""
-    return get_services(request).bot
-
-
-async def get_cards(request: Request) -> CardsService:
-    """Return the cards domain."""
-    return get_services(request).cards
-
-
-async def get_catalog(request: Request) -> CatalogRepo:
-    """Return the catalog repository."""
-    return get_services(request).catalog
-
-
-async def get_index(request: Request) -> VectorIndex:
-    """Return the vector index following the catalog."""
-    return get_services(request).index
-
-
-async def get_profiles(request: Request) -> ProfileRepo:
-    """Return the profile repository."""
-    return get_services(request).profiles
-
-
-async def get_recommender(request: Request) -> Recommender:
-    """Return the recommender."""
-    return get_services(request).recommender
+    return get
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-StoreDep = Annotated[Store, Depends(get_store)]
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-BotDep = Annotated[BotKit, Depends(get_bot)]
-CardsDep = Annotated[CardsService, Depends(get_cards)]
-CatalogDep = Annotated[CatalogRepo, Depends(get_catalog)]
-IndexDep = Annotated[VectorIndex, Depends(get_index)]
-ProfilesDep = Annotated[ProfileRepo, Depends(get_profiles)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+StoreDep = Annotated[Store, Depends(_part(lambda s: s.store))]
+SettingsDep = Annotated[Settings, Depends(_part(lambda s: s.settings))]
+BotDep = Annotated[BotKit, Depends(_part(lambda s: s.bot))]  # callbacks, inbox, replier
+CardsDep = Annotated[CardsService, Depends(_part(lambda s: s.cards))]
+CatalogServiceDep = Annotated[CatalogService, Depends(_part(lambda s: s.catalog_service))]
+ProfilesDep = Annotated[ProfileRepo, Depends(_part(lambda s: s.profiles))]
+RecommenderDep = Annotated[Recommender, Depends(_part(lambda s: s.recommender))]
 
 
 # Declared as security schemes so /docs has an Authorize button; auto_error=False because a

@@ -25,14 +25,23 @@ log = logging.getLogger("mingpian")
 
 class MingpianApp(FastAPI):
     """FastAPI, except that WeChat's and WeCom's callback POSTs — the hot path — are
-    answered by ``fast_path`` before the middleware stack (None: by the routes)."""
+    answered by ``callbacks`` (app/api/wechat.py) before the middleware stack and routing;
+    their OpenAPI entries are added to the generated schema."""
 
-    fast_path: wechat.CallbackFastPath | None = None
+    def __init__(self, *, callbacks: wechat.CallbackPosts, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.callbacks = callbacks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path is not None and await self.fast_path.handle(scope, receive, send):
+        if await self.callbacks.handle(scope, receive, send):
             return
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """Return the OpenAPI schema, the callback POSTs included."""
+        if self.openapi_schema is None:
+            self.openapi_schema = wechat.document_posts(super().openapi())
+        return self.openapi_schema
 
 
 def create_app(settings: Settings | None = None, *,
@@ -56,14 +65,16 @@ def create_app(settings: Settings | None = None, *,
             if services is None:
                 svc.close()
 
+    metrics = Metrics()
     app = MingpianApp(
+        callbacks=wechat.CallbackPosts(metrics=metrics,
+                                       max_bytes=settings.max_callback_bytes),
         title="mingpian 名片",
         version="0.1.0",
         description="WeChat/WeCom group chat → interest profiles → recommendations, "
         "smart cards and a compliant referral ledger.",
         lifespan=lifespan,
     )
-    metrics = Metrics()
     app.state.metrics = metrics
     install_error_handlers(app)
     app.state.public_limiter = PublicLimiter.from_settings(settings)  # /c, /s, /r, posters
@@ -74,6 +85,4 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OpsGateMiddleware, networks=ops_networks(settings.ops_networks),
                        trusted_proxies=parse_networks(settings.trusted_proxies))
-    app.fast_path = wechat.CallbackFastPath(metrics=metrics,
-                                            max_bytes=settings.max_callback_bytes)
     return app

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from app.bot_wiring import BotKit, build_bot
 from app.cards_wiring import build_cards
-from app.catalog_wiring import build_catalog
+from app.catalog_wiring import CatalogService, build_catalog
 from app.logging_filter import install_log_redaction
 from app.nlp_wiring import build_nlp, build_profiles, load_taxonomy
 from app.settings import Settings
@@ -39,6 +39,7 @@ class Services:
     embedder: Embedder  # the sentence embedder (app/catalog_wiring.py)
     catalog: CatalogRepo  # catalog items in the store
     index: VectorIndex  # faiss over item vectors, following the catalog
+    catalog_service: CatalogService  # catalog writes that refresh the index
     recommender: Recommender  # nlp.recommend over index, catalog, signals
     tagger: Tagger  # nlp.tagging over the taxonomy (app/nlp_wiring.py)
     pipeline: MessagePipeline  # redact → tag → profiles, once per message
@@ -78,6 +79,7 @@ def build_services(settings: Settings, *, store: Store | None = None,
     cards = build_cards(settings, st, catalog=catalog.repo, recommender=catalog.recommender,
                         clock=clock)
     return Services(settings=settings, store=st, profiles=profiles, embedder=catalog.embedder,
-                    catalog=catalog.repo, index=catalog.index, recommender=catalog.recommender,
+                    catalog=catalog.repo, index=catalog.index,
+                    catalog_service=catalog.service, recommender=catalog.recommender,
                     tagger=nlp.tagger, pipeline=nlp.pipeline, bot=bot, cards=cards,
                     inbox_handler=bot.handler)

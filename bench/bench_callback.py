@@ -1,13 +1,14 @@
 """Callback acknowledgement latency: encrypted WeCom messages, 50 concurrent clients.
 
     .venv/bin/python -m bench.bench_callback [--duration 10] [--runs 3] [--connections 50]
+                                             [--json FILE]
 
 For each back-end (SQLite, Redis) it starts the product (`create_app`, exactly what
 `mingpian serve` runs) and a floor (a trivial app under the same uvicorn that reads the
 body and answers 200), and drives each with `wrk` (C, one thread, keep-alive) and a Lua
 script cycling through pre-generated, distinct, signed and encrypted WeCom callbacks. It
 prints p50/p99 and throughput for product and floor and their ratio: median of the runs,
-min–max in brackets. Needs `wrk` (apt-get install -y wrk) and, for Redis, `redis-server`.
+min–max in brackets (`--json FILE` also writes each row's medians as numbers). Needs `wrk` (apt-get install -y wrk) and, for Redis, `redis-server`.
 
 The product runs with the embedded worker off (MINGPIAN_EMBEDDED_WORKER=false): this
 measures the acknowledgement alone; bench_e2e.py measures processing.
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,11 +182,16 @@ def _start_server(kind: str, env: dict[str, str], processes: int = 1
     proc = subprocess.Popen([sys.executable, "-m", "bench.bench_callback", "--serve", kind,
                              "--port", str(port), "--processes", str(processes)],
                             cwd=ROOT, env={**os.environ, **env})
-    _wait_port(port)
+    try:
+        # Two processes importing torch on a loaded 2-core machine have taken over 30 s.
+        _wait_port(port, timeout=120)
+    except BaseException:
+        _stop(proc)  # a server left behind keeps the caller's pipes (and a test) open
+        raise
     return proc, port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=20)
@@ -218,11 +225,28 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def print_table(rows: list[str]) -> None:
+@dataclass(frozen=True)
+class Row:
+    """One benchmark row: what was measured, its figures (medians of the runs) and its text."""
+
+    benchmark: str
+    figures: dict[str, float]
+    text: str  # the BENCHMARKS.md line
+    failed_requests: int = 0
+
+
+def print_table(rows: list[Row]) -> None:
     """Print BENCHMARKS.md rows under the product / floor / ratio header."""
     print("| benchmark | product | floor | ratio |")
     print("|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n".join(r.text for r in rows))
+
+
+def write_json(path: Path, rows: list[Row]) -> None:
+    """Write the rows as JSON: `{"rows": [{"benchmark", "figures", "failed_requests"}]}`."""
+    doc = {"rows": [{"benchmark": r.benchmark, "figures": r.figures,
+                     "failed_requests": r.failed_requests} for r in rows]}
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 def _summary(values: list[float]) -> str:
@@ -230,8 +254,8 @@ def _summary(values: list[float]) -> str:
 
 
 def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua: Path,
-             work: Path, base_env: dict[str, str]) -> str:
-    """Run floor and product `args.runs` times each; return the BENCHMARKS.md rows."""
+             work: Path, base_env: dict[str, str]) -> list[Row]:
+    """Run floor and product `args.runs` times each; return the rows, one per product."""
     levels = args.sqlite_synchronous.split(",") if args.sqlite_synchronous else []
     products = [f"product:{lv}" for lv in levels] if backend == "sqlite" and levels else ["product"]
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in ("floor", *products)}
@@ -259,12 +283,12 @@ def _measure(backend: str, conns: int, args: argparse.Namespace, reqs: Path, lua
                   f"p50 {res['p50_us'] / 1000:.2f} ms, p99 {res['p99_us'] / 1000:.2f} ms, "
                   f"{res['rps']:.0f} req/s, non-2xx {res['non2xx']}, "
                   f"socket errors {res['socket_errors']}", file=sys.stderr)
-    return "\n".join(_row(backend, conns, args, variant, results[variant], results["floor"])
-                     for variant in products)
+    return [_row(backend, conns, args, variant, results[variant], results["floor"])
+            for variant in products]
 
 
 def _row(backend: str, conns: int, args: argparse.Namespace, variant: str,
-         prod: list[dict[str, Any]], floor: list[dict[str, Any]]) -> str:
+         prod: list[dict[str, Any]], floor: list[dict[str, Any]]) -> Row:
     p50 = [r["p50_us"] / 1000 for r in prod]
     p99 = [r["p99_us"] / 1000 for r in prod]
     f50 = [r["p50_us"] / 1000 for r in floor]
@@ -279,11 +303,17 @@ def _row(backend: str, conns: int, args: argparse.Namespace, variant: str,
     procs = f", {args.processes} processes" if args.processes > 1 else ""
     if ":" in variant:
         procs += f", synchronous={variant.partition(':')[2]}"
-    return (f"| callback ack, {backend}, {conns} conns{procs} | p50 {_summary(p50)} ms, "
-            f"p99 {_summary(p99)} ms, {statistics.median(rps):.0f} req/s | "
+    benchmark = f"callback ack, {backend}, {conns} conns{procs}"
+    med = statistics.median
+    figures = {"product_p50_ms": med(p50), "product_p99_ms": med(p99), "product_rps": med(rps),
+               "floor_p50_ms": med(f50), "floor_p99_ms": med(f99), "floor_rps": med(frps),
+               "p99_ratio": med(ratio99), "throughput_ratio": med(rps) / med(frps)}
+    text = (f"| {benchmark} | p50 {_summary(p50)} ms, "
+            f"p99 {_summary(p99)} ms, {med(rps):.0f} req/s | "
             f"p50 {_summary(f50)} ms, p99 {_summary(f99)} ms, "
-            f"{statistics.median(frps):.0f} req/s | p99 ×{_summary(ratio99)}, "
-            f"throughput ×{statistics.median(rps) / statistics.median(frps):.2f} |")
+            f"{med(frps):.0f} req/s | p99 ×{_summary(ratio99)}, "
+            f"throughput ×{figures['throughput_ratio']:.2f} |")
+    return Row(benchmark=benchmark, figures=figures, text=text, failed_requests=bad)
 
 
 def main() -> int:
@@ -300,6 +330,8 @@ def main() -> int:
     p.add_argument("--sqlite-synchronous", default="",
                    help="SQLite PRAGMA synchronous levels to compare, e.g. NORMAL,FULL "
                    "(default: the product's own, FULL)")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write the rows' figures (medians) to FILE as JSON")
     p.add_argument("--serve", choices=["product", "floor"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -321,14 +353,16 @@ def main() -> int:
                 "MINGPIAN_WECOM__AES_KEY": AES_KEY, "MINGPIAN_WECOM__AGENT_ID": "1000002",
                 "MINGPIAN_EMBEDDED_WORKER": "false", "MINGPIAN_LOG_LEVEL": "WARNING",
                 "MINGPIAN_API_KEYS": "bench"}
-    rows: list[str] = []
+    rows: list[Row] = []
     try:
         for backend in args.backends.split(","):
             for conns in (int(c) for c in args.connections.split(",")):
-                rows.append(_measure(backend, conns, args, reqs, lua, work, base_env))
+                rows += _measure(backend, conns, args, reqs, lua, work, base_env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
+    if args.json:
+        write_json(args.json, rows)
     return 0
 
 

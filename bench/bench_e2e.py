@@ -1,7 +1,7 @@
 """End-to-end throughput: signed WeCom callback → queue → one worker → updated profile.
 
     .venv/bin/python -m bench.bench_e2e [--messages 5000] [--runs 3] [--embedder use]
-                                        [--blas-threads 1]
+                                        [--blas-threads 1] [--json FILE]
 
 For each back-end it starts the product (`create_app`, what `mingpian serve` runs, with the
 embedded worker off) and one `mingpian worker` process, warms both up, then fires the
@@ -20,6 +20,7 @@ request once) and waits until the worker has applied every one to the profiles. 
 
 ``--blas-threads N`` gives each of the worker's embedding processes N BLAS threads
 (MINGPIAN_EMBEDDER_THREADS), and the floors the same; left out, everything runs as shipped.
+``--json FILE`` also writes each row's figures (medians of the runs) as numbers.
 
 The mix is realistic group chat: a third chit-chat (好的、哈哈、[强], emoji), the rest topical
 lines from bench/data/tagging_gold.jsonl and the demo chat, combined so they rarely repeat.
@@ -47,11 +48,13 @@ from bench.bench_callback import (
     CORP_ID,
     ROOT,
     TOKEN,
+    Row,
     _start_redis,
     _start_server,
     _stop,
     print_table,
     write_callbacks,
+    write_json,
 )
 
 WORKER_CHILDREN = 2  # Settings.worker_embedder_processes, the worker's default
@@ -165,7 +168,7 @@ class Worker:
             raise RuntimeError("the worker did not start")
 
     def stop(self) -> None:
-        _stop(self.proc)  # type: ignore[arg-type]
+        _stop(self.proc)
 
 
 def _applied(store: Any) -> int:
@@ -291,7 +294,7 @@ def _floors(backend: str, work: Path, lines: list[str], embedder: str,
     url = None
     if backend == "redis":
         redis_proc, url = _start_redis(data / "redis")
-    settings = Settings(_env_file=None, data_dir=data, redis_url=url,  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data, redis_url=url,
                         embedder=embedder, embedded_worker=False)
     # A fresh embedder cache, as a freshly started worker has.
     emb.close()
@@ -323,7 +326,7 @@ def overhead(embedder: str = "hash", n_batches: int = 50) -> None:
 
     lines = texts(64 * (2 * n_batches + 1))
     data = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    settings = Settings(_env_file=None, data_dir=data, redis_url=None,  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data, redis_url=None,
                         embedder=embedder, embedded_worker=False)
     svc = build_services(settings)
     try:
@@ -369,6 +372,8 @@ def main() -> int:
                    help="BLAS threads of the worker and the floors (0: as shipped)")
     p.add_argument("--overhead", action="store_true",
                    help="only measure the worker's cost beyond the pipeline (in-process)")
+    p.add_argument("--json", type=Path, metavar="FILE",
+                   help="also write the rows' figures (medians) to FILE as JSON")
     args = p.parse_args()
     if args.overhead:
         overhead()
@@ -379,7 +384,7 @@ def main() -> int:
     lua = work / "once.lua"
     lua.write_text(_LUA_ONCE)
     lines = texts(args.messages)
-    rows = []
+    rows: list[Row] = []
     threads = f", {args.blas_threads} BLAS thread(s)" if args.blas_threads else ""
     try:
         for backend in args.backends.split(","):
@@ -402,15 +407,22 @@ def main() -> int:
                       f"embedder {fl['embed']:.0f} texts/s", file=sys.stderr)
             r_e2e = [a / b for a, b in zip(e2e, pipe, strict=True)]
             r_drain = [a / b for a, b in zip(drain, pipe, strict=True)]
-            rows.append(
-                f"| e2e callback → profile, {backend}, 1 worker, {args.messages} msgs, "
-                f"embedder {args.embedder}{threads} | e2e {_summary(e2e)} msg/s; worker drain "
+            benchmark = (f"e2e callback → profile, {backend}, 1 worker, {args.messages} msgs, "
+                         f"embedder {args.embedder}{threads}")
+            med = statistics.median
+            figures = {"e2e_msg_s": med(e2e), "drain_msg_s": med(drain),
+                       "pipeline_msg_s": med(pipe), "embed_texts_s": med(embed),
+                       "e2e_over_pipeline": med(r_e2e), "drain_over_pipeline": med(r_drain)}
+            rows.append(Row(benchmark=benchmark, figures=figures, text=(
+                f"| {benchmark} | e2e {_summary(e2e)} msg/s; worker drain "
                 f"{_summary(drain)} msg/s | pipeline alone {_summary(pipe)} msg/s; embedder "
                 f"alone {_summary(embed)} texts/s | e2e ÷ pipeline ×{_ratio(r_e2e)}; "
-                f"drain ÷ pipeline ×{_ratio(r_drain)} |")
+                f"drain ÷ pipeline ×{_ratio(r_drain)} |")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
+    if args.json:
+        write_json(args.json, rows)
     return 0
 
 

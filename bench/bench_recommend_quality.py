@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -32,13 +33,19 @@ from store.sqlite import SQLiteStore
 GOLD = Path(__file__).parent / "data" / "recommend_gold.jsonl"
 
 Ranker = Callable[[str], list[str]]
+Keep = Callable[[dict[str, object]], bool]
+
+
+def relevant(g: dict[str, object]) -> set[str]:
+    """Return the ids a gold query counts as right (its "relevant" list)."""
+    return {str(i) for i in cast("list[object]", g["relevant"])}
 
 
 def metrics(gold: Sequence[dict[str, object]], ranked: Sequence[list[str]]) -> dict[str, float]:
     """Return hit@1/3/10 and MRR (rank of the first relevant item; none in top 10 → 0)."""
     h1 = h3 = h10 = rr = 0.0
     for g, ids in zip(gold, ranked, strict=True):
-        rel = set(g["relevant"])  # type: ignore[call-overload]
+        rel = relevant(g)
         rank = next((r for r, i in enumerate(ids[:10]) if i in rel), None)
         if rank is not None:
             h1 += rank < 1
@@ -131,8 +138,10 @@ def cross_validate(rec: Recommender, gold: list[dict[str, object]]) -> None:
               f"full_text_weight {best[2]}; scored on half {other}")
         held_gold += folds[other]
         held_ranked += per_config[best][other]
-    for part, keep in (("all", lambda g: True), ("direct", lambda g: not g["indirect"]),
-                       ("indirect", lambda g: bool(g["indirect"]))):
+    parts: tuple[tuple[str, Keep], ...] = (
+        ("all", lambda g: True), ("direct", lambda g: not g["indirect"]),
+        ("indirect", lambda g: bool(g["indirect"])))
+    for part, keep in parts:
         rows = [i for i, g in enumerate(held_gold) if keep(g)]
         m = metrics([held_gold[i] for i in rows], [held_ranked[i] for i in rows])
         print(f"{'held-out':<10} {part:<9} n={m['n']:<4} hit@1 {m['hit@1']:.3f}  hit@3 "
@@ -147,7 +156,7 @@ def bot_threshold(rec: Recommender, gold: list[dict[str, object]]) -> None:
     chitchat = [str(t["text"]) for t in chat if not t["tags"]]
     need = [(rec.for_text(str(g["text"]), k=1).items[0], g) for g in gold]
     pos = np.asarray([r.score for r, _ in need])
-    hit = np.asarray([r.id in g["relevant"] for r, g in need])  # type: ignore[operator]
+    hit = np.asarray([r.id in relevant(g) for r, g in need])
     neg = np.asarray([rec.for_text(t, k=1).items[0].score for t in chitchat])
     print(f"bot gate: top-1 score, needs (n={len(pos)}) median {np.median(pos):.2f}; "
           f"chit-chat from tagging_gold (n={len(neg)}) median {np.median(neg):.2f}, "

@@ -52,6 +52,14 @@ EXACT_MAX = 10_000  # the setting's default
 NPROBE = 32  # the setting's default
 
 
+def _ivf_params(nprobe: int) -> faiss.SearchParametersIVF:
+    """Return IVF search parameters probing nprobe lists."""
+    # The SWIG class takes keyword arguments its stub does not declare; set the field instead.
+    params = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
+    return params
+
+
 def pct(values: list[float], q: float) -> float:
     """Return the q-th percentile."""
     return float(np.percentile(np.asarray(values), q))
@@ -141,6 +149,7 @@ def in_process(data: Path, *, users: int, queries: int, seed: int) -> None:
     load_s = time.perf_counter() - t
     snap = index._snap
     main, x = snap.main, snap.x
+    assert main is not None, "the index is empty"
     profiles = ProfileRepo(store, half_life_days=30)
     rng = np.random.default_rng(seed + 1)
     picked = [f"u-{int(u):06d}" for u in rng.integers(0, users, queries)]
@@ -151,7 +160,7 @@ def in_process(data: Path, *, users: int, queries: int, seed: int) -> None:
         vecs.append(prof.interest)
     q = np.ascontiguousarray(np.vstack(vecs), dtype=np.float32)
     faiss.omp_set_num_threads(1)
-    params = faiss.SearchParametersIVF(nprobe=NPROBE) if isinstance(main, faiss.IndexIVF) else None
+    params = _ivf_params(NPROBE) if isinstance(main, faiss.IndexIVF) else None
     for _ in range(2):  # warm caches, then measure
         lat = []
         for r in range(len(q)):
@@ -172,7 +181,7 @@ def in_process(data: Path, *, users: int, queries: int, seed: int) -> None:
           f"   (exact search alone: {exact_ms:.1f} ms a query)")
     if isinstance(main, faiss.IndexIVF):
         for nprobe in (8, 16, 32, 48, 64, 96):
-            p = faiss.SearchParametersIVF(nprobe=nprobe)
+            p = _ivf_params(nprobe)
             t = time.perf_counter()
             _, ia = main.search(q, 10, params=p)
             per = (time.perf_counter() - t) * 1000 / len(q)

@@ -68,14 +68,15 @@ def run(*, purge: bool, days: int, per_day: int, keep: int,
     clock = Clock(time.time())
     data = workdir / ("purged" if purge else "unpurged")
     store = SQLiteStore(data / "store.db", clock=clock)
-    settings = Settings(_env_file=None, data_dir=data, embedder="hash",  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=data, embedder="hash",
                         embedded_worker=False, dedup_ttl_days=7,
                         reply={"quiet_start_hour": 0, "quiet_end_hour": 0})
     services = build_services(settings, store=store)
     sent: list[str] = []
     assert services.bot is not None and services.catalog is not None
     assert services.index is not None
-    services.bot.replier.senders[WECOM_APPCHAT] = lambda chat, text: sent.append(chat)
+    replier = services.bot.replier
+    replier.senders = {**replier.senders, WECOM_APPCHAT: lambda chat, text: sent.append(chat)}
     services.bot.replier.clock = clock
     services.bot.replier.log_keep = keep
     services.catalog.changes_keep = keep

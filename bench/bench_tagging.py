@@ -27,7 +27,9 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -70,7 +72,7 @@ def texts_of(rows: Sequence[dict[str, object]]) -> list[str]:
 
 
 def tags_of(rows: Sequence[dict[str, object]]) -> list[set[str]]:
-    return [set(r["tags"]) for r in rows]  # type: ignore[call-overload]
+    return [{str(t) for t in cast("list[object]", r["tags"])} for r in rows]
 
 
 def _placeholder(name: str) -> Calibration:
@@ -85,7 +87,7 @@ def fit(embedder_spec: str) -> None:
     cal = fit_calibration(tagger, texts_of(fit_rows), [sorted(t) for t in tags_of(fit_rows)],
                           l2=L2, fitted_on="bench/data/tagging_gold.jsonl, odd ids (FIT half)")
     path = default_calibration_path()
-    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {
         "default": emb.name, "models": {}}
     doc["models"][emb.name] = cal.to_json()
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -93,22 +95,30 @@ def fit(embedder_spec: str) -> None:
           f"{cal.extra['inner_cv_f1']}")
 
 
-def score(pred: list[set[str]], rows: Sequence[dict[str, object]]) -> dict[str, object]:
+@dataclass(frozen=True)
+class Score:
+    """Micro precision, recall and F1, overall and per industry: (P, R, F1) by group."""
+
+    p: float
+    r: float
+    f1: float
+    by: dict[str, tuple[float, float, float]]
+
+
+def score(pred: list[set[str]], rows: Sequence[dict[str, object]]) -> Score:
     """Return micro P/R/F1 overall and per industry (the message's group)."""
     gold = tags_of(rows)
     p, r, f = micro_prf(pred, gold)
-    out: dict[str, object] = {"p": p, "r": r, "f1": f, "by": {}}
-    groups = sorted({str(x["group"]) for x in rows})
-    for grp in groups:
+    by: dict[str, tuple[float, float, float]] = {}
+    for grp in sorted({str(x["group"]) for x in rows}):
         idx = [i for i, x in enumerate(rows) if x["group"] == grp]
-        out["by"][grp] = micro_prf([pred[i] for i in idx], [gold[i] for i in idx])  # type: ignore[index]
-    return out
+        by[grp] = micro_prf([pred[i] for i in idx], [gold[i] for i in idx])
+    return Score(p=p, r=r, f1=f, by=by)
 
 
-def fmt(name: str, s: dict[str, object]) -> str:
-    by = s["by"]
-    per = "  ".join(f"{g} {v[2]:.3f}" for g, v in by.items())  # type: ignore[attr-defined]
-    return f"  {name:<34} P {s['p']:.3f}  R {s['r']:.3f}  F1 {s['f1']:.3f}   | {per}"
+def fmt(name: str, s: Score) -> str:
+    per = "  ".join(f"{g} {v[2]:.3f}" for g, v in s.by.items())
+    return f"  {name:<34} P {s.p:.3f}  R {s.r:.3f}  F1 {s.f1:.3f}   | {per}"
 
 
 def quality(emb_spec: str) -> dict[str, float]:
@@ -151,8 +161,8 @@ def quality(emb_spec: str) -> dict[str, float]:
           "other half's fit)")
     print(fmt("tagger", pooled))
     print(fmt("keyword-only baseline", kw_all))
-    return {"eval_f1": float(held["f1"]), "eval_kw_f1": float(kw_held["f1"]),  # type: ignore[arg-type]
-            "cv_f1": float(pooled["f1"]), "cv_kw_f1": float(kw_all["f1"])}  # type: ignore[arg-type]
+    return {"eval_f1": held.f1, "eval_kw_f1": kw_held.f1,
+            "cv_f1": pooled.f1, "cv_kw_f1": kw_all.f1}
 
 
 def _pct(xs: list[float], q: float) -> float:

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from catalog.repo import CHANGES, NS_ITEM, NS_VEC, encode_vector
+from catalog.repo import CHANGES, NS_ITEM, NS_VEC
 from catalog_sync.loader import demo_catalog_path
 from models.catalog import CatalogItem
+from models.vectors import encode_vector
 from nlp.embed import Embedder
 from nlp.recommend import taxonomy_prototypes
 from store.base import Batch, Store
@@ -110,6 +111,7 @@ def write_catalog(store: Store, docs: list[dict[str, Any]], x: F32, *, embedder_
             h = CatalogItem.model_construct(**d).content_hash(embedder_name)
             batch.puts.append((NS_ITEM, d["id"], {"item": d, "h": h}))
             if with_vectors:
-                batch.puts.append((NS_VEC, d["id"], {"h": h, "v": encode_vector(x[n])}))
+                text = encode_vector(x[n], precision="float32")
+                batch.puts.append((NS_VEC, d["id"], {"h": h, "v": text}))
             batch.appends.append((CHANGES, {"id": d["id"]}))
         store.commit(batch)

@@ -61,6 +61,21 @@ def parse_xml(data: bytes, *, max_elements: int = MAX_ELEMENTS) -> XmlDoc:
     Attributes, comments and processing instructions are ignored. More than max_elements
     elements (the root included) is a 400, refused at the first one over.
     """
+    _check_utf8(data)
+    parser = _expat_parser()
+    tree = _TreeBuilder(max_elements)
+    parser.StartElementHandler = tree.start
+    parser.EndElementHandler = tree.end
+    parser.CharacterDataHandler = tree.chars
+    try:
+        parser.Parse(data, True)  # noqa: FBT003  pyexpat's isfinal is positional-only
+    except expat.ExpatError as e:
+        raise BadRequestError("malformed XML") from e
+    return tree.done[0]
+
+
+def _check_utf8(data: bytes) -> None:
+    """Refuse a body that is not UTF-8, holds a NUL byte or declares another encoding."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -73,38 +88,45 @@ def parse_xml(data: bytes, *, max_elements: int = MAX_ELEMENTS) -> XmlDoc:
     if declared and declared.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
         raise BadRequestError("only UTF-8 XML is accepted")
 
-    parser = _expat_parser()
 
-    # Per open element: its tag, its children so far and its text runs (kept only if it
-    # ends up with no children, like ElementTree's elem.text; tails are never used).
-    tags: list[str] = []
-    kids: list[XmlDoc] = []
-    texts: list[list[str]] = []
-    done: list[XmlDoc] = []
-    count = [0]
+class _TreeBuilder:
+    """expat handlers that build parse_xml's dict, refusing what parse_xml documents."""
 
-    def start(tag: str, _attrs: object) -> None:
-        count[0] += 1
-        if count[0] > max_elements:  # raising stops expat here: the rest is never read
-            raise BadRequestError(f"more than {max_elements} XML elements")
-        if kids:
-            if len(kids) > _MAX_DEPTH:  # refused on the way in: 10,000 levels stop at the 9th
+    __slots__ = ("count", "done", "kids", "max_elements", "tags", "texts")
+
+    def __init__(self, max_elements: int) -> None:
+        self.max_elements = max_elements
+        # Per open element: its tag, its children so far and its text runs (kept only if it
+        # ends up with no children, like ElementTree's elem.text; tails are never used).
+        self.tags: list[str] = []
+        self.kids: list[XmlDoc] = []
+        self.texts: list[list[str]] = []
+        self.done: list[XmlDoc] = []
+        self.count = 0
+
+    def start(self, tag: str, _attrs: object) -> None:
+        self.count += 1
+        if self.count > self.max_elements:  # raising stops expat here: the rest is never read
+            raise BadRequestError(f"more than {self.max_elements} XML elements")
+        if self.kids:
+            if len(self.kids) > _MAX_DEPTH:  # refused on the way in: 10,000 levels stop at the 9th
                 raise BadRequestError("XML nested too deeply")
         elif tag != "xml":
             raise BadRequestError("the XML root must be <xml>")
-        tags.append("{" + tag if "}" in tag else tag)
-        kids.append({})
-        texts.append([])
+        self.tags.append("{" + tag if "}" in tag else tag)
+        self.kids.append({})
+        self.texts.append([])
 
-    def end(_tag: str) -> None:
-        tag = tags.pop()
+    def end(self, _tag: str) -> None:
+        kids = self.kids
+        tag = self.tags.pop()
         children = kids.pop()
-        run = texts.pop()
+        run = self.texts.pop()
         value: XmlValue = children or "".join(run)
         if not kids:
             if not children:
                 raise BadRequestError("the XML root must hold elements")
-            done.append(children)
+            self.done.append(children)
             return
         parent = kids[-1]
         if tag in parent:
@@ -121,18 +143,9 @@ def parse_xml(data: bytes, *, max_elements: int = MAX_ELEMENTS) -> XmlDoc:
         else:
             parent[tag] = value
 
-    def chars(text: str) -> None:
-        if texts:
-            texts[-1].append(text)
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = chars
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as e:
-        raise BadRequestError("malformed XML") from e
-    return done[0]
+    def chars(self, text: str) -> None:
+        if self.texts:
+            self.texts[-1].append(text)
 
 
 def _expat_parser() -> expat.XMLParserType:
@@ -191,7 +204,8 @@ def _decrypt(crypto: OfficialAccountCrypto | WeComCrypto, encrypt: str, msg_sign
 
 
 def _open_envelope(crypto: OfficialAccountCrypto | WeComCrypto, body: bytes,
-                   msg_signature: str, timestamp: str, nonce: str, max_elements: int) -> XmlDoc:
+                   msg_signature: str, timestamp: str, nonce: str, *,
+                   max_elements: int) -> XmlDoc:
     """Parse the encrypted envelope, verify and decrypt its <Encrypt>, parse the message."""
     # The signature covers <Encrypt>, so the envelope must be parsed before it can be
     # checked: that parse is capped in elements (and the body in bytes, by the app).
@@ -244,7 +258,7 @@ class OfficialAccountCallback:
             if self.crypto is None:
                 raise BadRequestError("encrypted message but no EncodingAESKey is configured")
             doc = _open_envelope(self.crypto, body, msg_signature, timestamp, nonce,
-                                 self.max_elements)
+                                 max_elements=self.max_elements)
         elif self.mode != "plaintext":
             # Refused before the body is even parsed: nothing of it is trusted.
             raise ForbiddenError(f"the Official Account is in {self.mode} mode: only "
@@ -286,7 +300,7 @@ class WeComCallback:
     def open(self, body: bytes, *, msg_signature: str, timestamp: str, nonce: str) -> XmlDoc:
         """Return the message's fields from a POSTed body, verified and decrypted."""
         return _open_envelope(self.crypto, body, msg_signature, timestamp, nonce,
-                              self.max_elements)
+                              max_elements=self.max_elements)
 
     def encrypt(self, plain_xml: str, *, nonce: str, timestamp: str) -> str:
         """Return the encrypted envelope WeCom would send (used by the demo and tests)."""

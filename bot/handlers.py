@@ -30,6 +30,7 @@ UNKNOWN_NS = "bot.unknown"  # counters: unknown message type → count
 REJECTED_NS = "bot.rejected"  # counters: reason → count
 
 _MAX_TEXT = 20_000
+_MAX_CREATE_TIME = 4_102_444_800  # 2100-01-01 UTC: a later CreateTime is junk, not a time
 # Message types whose text we can read; anything else is "unknown:<type>" and contentless.
 _KNOWN_TYPES = frozenset({"text", "image", "voice", "video", "shortvideo", "location", "link",
                           "file"})
@@ -53,7 +54,7 @@ def message_from_platform(source: str, fields: XmlDoc, *, received_at: int,
     if msg_type not in _KNOWN_TYPES:
         msg_type = "unknown:" + msg_type[:48]
     create = text_field(fields, "CreateTime")
-    ts = int(create) if create.isdigit() and int(create) <= 4_102_444_800 else received_at
+    ts = int(create) if create.isdigit() and int(create) <= _MAX_CREATE_TIME else received_at
     chat_id = text_field(fields, "ChatId")
     sender = text_field(fields, "FromUserName") or "unknown"
     msg_id = text_field(fields, "MsgId")

@@ -107,7 +107,9 @@ class Replier:
         return (msg.from_bot or msg.user_id in p.bot_user_ids
                 or (msg.user_name is not None and msg.user_name in p.bot_names))
 
-    def decide(self, msg: ChatMessage, conv: Conversation | None) -> ReplyJob | None:
+    def decide(  # noqa: PLR0911  a flat chain of guards, each one reason to stay silent
+        self, msg: ChatMessage, conv: Conversation | None,
+    ) -> ReplyJob | None:
         """Return a reply job for this (redacted) message, or None when the bot stays silent."""
         p = self.policy
         if not p.enabled or conv is None or conv.channel not in self.senders:

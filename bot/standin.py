@@ -113,30 +113,35 @@ class WeComStandIn:
                body: dict[str, Any] | None) -> dict[str, Any]:
         with self._lock:
             self.requests.append(Recorded(method, path, query, body))
-        if method == "GET" and path == "/cgi-bin/gettoken":
-            if query.get("corpid") != self.corp_id or query.get("corpsecret") != self.secret:
-                return {"errcode": 40001, "errmsg": "invalid credential"}
-            return self._new_token()
-        if method == "GET" and path == "/cgi-bin/token":
-            if query.get("appid") != self.app_id or query.get("secret") != self.app_secret:
-                return {"errcode": 40125, "errmsg": "invalid appsecret"}
-            return self._new_token()
+        if method == "GET" and path in ("/cgi-bin/gettoken", "/cgi-bin/token"):
+            return self._token(path, query)
         if method == "POST" and path == "/cgi-bin/webhook/send":
             if query.get("key") != self.webhook_key:
                 return {"errcode": 93000, "errmsg": "invalid webhook url"}
             return {"errcode": 0, "errmsg": "ok"}
         if method == "POST" and path in SEND_PATHS:
-            with self._lock:
-                if self._fail:
-                    code = self._fail.pop(0)
-                    return {"errcode": code, "errmsg": "injected failure"}
-                if query.get("access_token") != self.current_token:
-                    return {"errcode": 40014, "errmsg": "invalid access_token"}
-            if not body or body.get("msgtype") != "text" or not body.get("text", {}).get(
-                    "content"):
-                return {"errcode": 40008, "errmsg": "invalid message type"}
-            return {"errcode": 0, "errmsg": "ok", "invaliduser": ""}
+            return self._send(query, body)
         return {"errcode": 404, "errmsg": f"unknown api {method} {path}"}
+
+    def _token(self, path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/cgi-bin/gettoken":
+            if query.get("corpid") != self.corp_id or query.get("corpsecret") != self.secret:
+                return {"errcode": 40001, "errmsg": "invalid credential"}
+        elif query.get("appid") != self.app_id or query.get("secret") != self.app_secret:
+            return {"errcode": 40125, "errmsg": "invalid appsecret"}
+        return self._new_token()
+
+    def _send(self, query: dict[str, str], body: dict[str, Any] | None) -> dict[str, Any]:
+        with self._lock:
+            if self._fail:
+                code = self._fail.pop(0)
+                return {"errcode": code, "errmsg": "injected failure"}
+            if query.get("access_token") != self.current_token:
+                return {"errcode": 40014, "errmsg": "invalid access_token"}
+        if not body or body.get("msgtype") != "text" or not body.get("text", {}).get(
+                "content"):
+            return {"errcode": 40008, "errmsg": "invalid message type"}
+        return {"errcode": 0, "errmsg": "ok", "invaliduser": ""}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

@@ -47,12 +47,12 @@ class ItemSource(Protocol):
 class NoItems:
     """An `ItemSource` with no catalog: cards show no items and every item link is a 404."""
 
-    def recommend(self, *, viewer_id: str | None, provider_id: str | None, k: int
+    def recommend(self, *, viewer_id: str | None, provider_id: str | None, k: int  # noqa: ARG002  the ItemSource protocol's names: callers pass them by keyword
                   ) -> list[CardItem]:
         """Return no items."""
         return []
 
-    def get_item(self, item_id: str) -> CardItem | None:
+    def get_item(self, item_id: str) -> CardItem | None:  # noqa: ARG002  the protocol's signature
         """Return None."""
         return None
 

@@ -87,11 +87,12 @@ from models.errors import (
     AppError,
     ConflictError,
     NotFoundError,
-    StoreUnavailableError,
 )
 from store import Batch, CommitResult, Store
+from store.retry import AGAIN, Again, retry
 
 log = logging.getLogger("mingpian.cards.orders")
+_LOG_PAGE = 1000  # log entries read per request when walking a whole log
 
 JSONDoc = dict[str, Any]
 
@@ -260,7 +261,8 @@ class PlanLedger:
         check_order(event, now=self.clock())
         sharer = self.resolve_code(ref_code) if ref_code else None
         once = f"plan-order:{event.order_id}:{event.status}:{event.refund_cents}"
-        for _ in range(10):
+
+        def attempt(_: int) -> Submitted | Again:
             buyer = self._buyer_name(event)
             res = self.names.resolve([u for u in (None if buyer else event.user_id, sharer) if u])
             if buyer is None:
@@ -275,8 +277,10 @@ class PlanLedger:
             if result is CommitResult.DUPLICATE:
                 return Submitted(duplicate=True, outcome=None)
             if result is CommitResult.OK:
-                return self._answer(doc["event_id"], apply)
-        raise StoreUnavailableError("could not record the order event (too many races)")
+                return self._answer(doc["event_id"], apply=apply)
+            return AGAIN
+
+        return retry(attempt, what=f"the event of order {event.order_id!r}")
 
     def submit_bind(self, user_id: str, *, code: str, apply: bool = True) -> Submitted:
         """Accept a binding of user_id to the sharer of code, then apply it.
@@ -293,15 +297,18 @@ class PlanLedger:
         settled = self._settled_bind(user_id, sharer) if apply else None
         if settled is not None:
             return Submitted(duplicate=False, outcome=settled)
-        for _ in range(10):
+
+        def attempt(_: int) -> Submitted | Again:
             res = self.names.resolve([user_id, sharer])
             doc = self._stamp({"type": "bind", "user_id": res.names[user_id],
                                "referrer_id": res.names[sharer], "ts": int(self.clock()),
                                "code": code})
             if self.store.commit(res.add_to(Batch(appends=[(LOG_EVENTS, doc)]))) \
                     is CommitResult.OK:
-                return self._answer(doc["event_id"], apply)
-        raise StoreUnavailableError("could not record the binding (too many races)")
+                return self._answer(doc["event_id"], apply=apply)
+            return AGAIN
+
+        return retry(attempt, what="the binding")
 
     def _settled_bind(self, user_id: str, sharer: str) -> Outcome | None:
         """Return the answer a binding already has, or None when it must be appended.
@@ -342,7 +349,7 @@ class PlanLedger:
         rec = self.store.get(NS_USER, name)
         return rec is not None and rec.doc.get("referrer") is not None
 
-    def _answer(self, event_id: str, apply: bool) -> Submitted:
+    def _answer(self, event_id: str, *, apply: bool) -> Submitted:
         if apply:
             self.catch_up()
         return Submitted(duplicate=False, outcome=self.outcome(event_id), event_id=event_id)
@@ -402,7 +409,9 @@ class PlanLedger:
                 applied += n
 
     def _apply_round(self) -> int:
-        for _ in range(50):
+        def attempt(n: int) -> int | Again:
+            if n:
+                log.info("another applier advanced the plan cursor; re-reading")
             cur = self.cursor()
             events = self.store.read_log(LOG_EVENTS, after=cur.events, limit=ROUND_EVENTS)
             if not events:
@@ -429,19 +438,18 @@ class PlanLedger:
                 + [(beneficiary_log(r["beneficiary"]), r) for r in rows],
                 checks=[(NS_META, CURSOR_KEY, cur.version)],
             )
-            if self.store.commit(batch) is CommitResult.OK:
-                return len(events)
-            log.info("another applier advanced the plan cursor; re-reading")
-        raise StoreUnavailableError("the plan applier lost 50 races in a row")
+            return len(events) if self.store.commit(batch) is CommitResult.OK else AGAIN
+
+        return retry(attempt, what="the plan cursor")
 
     # ------------------------------------------------------------------ views
 
     def _iter_log(self, name: str) -> Iterator[tuple[int, JSONDoc]]:
         after = 0
         while True:
-            page = self.store.read_log(name, after=after, limit=1000)
+            page = self.store.read_log(name, after=after, limit=_LOG_PAGE)
             yield from page
-            if len(page) < 1000:
+            if len(page) < _LOG_PAGE:
                 return
             after = page[-1][0]
 
@@ -532,31 +540,30 @@ class PlanLedger:
                 by_name.setdefault(str(row.get("beneficiary")), []).append(row)
             copies = {name: [r for _, r in self._iter_log(beneficiary_log(name))]
                       for name in by_name}
-        result = verify(rows[: cur.ledger], head_hash=cur.head)
+        result = _check_chain(rows, cur)
         if not result.ok:
             return result
-        if len(rows) > cur.ledger:
-            return VerifyResult(False, cur.ledger + 1,
-                                f"entry {cur.ledger + 1} was never written by the applier "
-                                f"(the chain's recorded head is entry {cur.ledger})")
         if not self.head_ok(cur):
-            return VerifyResult(False, cur.ledger + 1,
-                                f"the recorded head (entry {cur.ledger}) has no valid HMAC tag: "
-                                "entries from here on were cut and the head rewound (or the "
-                                "head was rewritten, or MINGPIAN_LEDGER_KEY is not the key "
-                                "that signed it)")
+            return VerifyResult(
+                ok=False, first_bad_seq=cur.ledger + 1,
+                reason=f"the recorded head (entry {cur.ledger}) has no valid HMAC tag: "
+                       "entries from here on were cut and the head rewound (or the "
+                       "head was rewritten, or MINGPIAN_LEDGER_KEY is not the key "
+                       "that signed it)")
         bad = _first_bad_copy(by_name, copies)
         if bad is not None:
             seq, name = bad
             who = self.names.user_ids([name]).get(name, name)
-            return VerifyResult(False, seq,
-                                f"the copy of entry {seq} in the rewards view of {who} differs "
-                                "from the chain (edited, deleted, added or moved)")
+            return VerifyResult(
+                ok=False, first_bad_seq=seq,
+                reason=f"the copy of entry {seq} in the rewards view of {who} differs "
+                       "from the chain (edited, deleted, added or moved)")
         if expect_head is not None and expect_head != GENESIS_HASH \
                 and expect_head not in {r.get("hash") for r in rows}:
-            return VerifyResult(False, None,
-                                f"the anchored head {expect_head} is not in the chain: the "
-                                "ledger was rewritten or cut back past it")
+            return VerifyResult(
+                ok=False, first_bad_seq=None,
+                reason=f"the anchored head {expect_head} is not in the chain: the "
+                       "ledger was rewritten or cut back past it")
         return VerifyResult(ok=True)
 
     def sign_head(self) -> VerifyResult:
@@ -568,12 +575,9 @@ class PlanLedger:
         with self.store.lock(LOCK, ttl_s=60, wait_s=LOCK_WAIT_S):
             rows = self.ledger_rows()
             cur = self.cursor()
-            result = verify(rows[: cur.ledger], head_hash=cur.head)
+            result = _check_chain(rows, cur)
             if not result.ok:
                 return result
-            if len(rows) > cur.ledger:
-                return VerifyResult(False, cur.ledger + 1,
-                                    f"entry {cur.ledger + 1} was never written by the applier")
             new = self._signed(events=cur.events, ledger=cur.ledger, head=cur.head)
             batch = Batch(puts=[(NS_META, CURSOR_KEY, new.to_dict())],
                           checks=[(NS_META, CURSOR_KEY, cur.version)])
@@ -646,6 +650,18 @@ class PlanLedger:
     def erase_user(self, user_id: str) -> bool:
         """Unlink the user from the plan (ledger rows stay under an unlinkable pseudonym)."""
         return self.names.erase(user_id)
+
+
+def _check_chain(rows: Sequence[JSONDoc], cur: Cursor) -> VerifyResult:
+    """Return whether the chain checks out up to the recorded head and holds nothing past
+    it (an entry past the head was never written by the applier)."""
+    result = verify(rows[: cur.ledger], head_hash=cur.head)
+    if result.ok and len(rows) > cur.ledger:
+        return VerifyResult(
+            ok=False, first_bad_seq=cur.ledger + 1,
+            reason=f"entry {cur.ledger + 1} was never written by the applier "
+                   f"(the chain's recorded head is entry {cur.ledger})")
+    return result
 
 
 def _first_bad_copy(chained: Mapping[str, Sequence[JSONDoc]],

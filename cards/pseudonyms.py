@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from cards.ledger import PSEUDONYM_PREFIX, pseudonymise
 from store import Batch, CommitResult, Store
+from store.retry import AGAIN, Again, retry
 
 NS_ALIAS = "plan.alias"  # user id -> {"pseudonym", "salt"}
 NS_ANON = "plan.anon"  # pseudonym -> {"user_id"}
@@ -94,11 +95,14 @@ class Pseudonyms:
 
     def ensure(self, user_id: str) -> str:
         """Return the user's pseudonym, creating and storing it if needed."""
-        for _ in range(10):
+
+        def attempt(_: int) -> str | Again:
             res = self.resolve([user_id])
             if not res.puts or self.store.commit(res.add_to(Batch())) is CommitResult.OK:
                 return res.names[user_id]
-        raise RuntimeError("could not create a pseudonym")  # pragma: no cover - 10 races
+            return AGAIN
+
+        return retry(attempt, what="a pseudonym")
 
     def user_ids(self, names: Iterable[str]) -> dict[str, str]:
         """Return pseudonym -> user id for the names still linked (erased ones are absent)."""

@@ -196,8 +196,8 @@ def _qr(url: str, size: int) -> Image.Image:
     return img.convert("RGB")
 
 
-def render_poster(card: Card, *, items: Sequence[CardItem], share_url: str, font_path: str
-                  ) -> bytes:
+def render_poster(card: Card, *, items: Sequence[CardItem], share_url: str,  # noqa: PLR0915  a linear drawing script, one statement per thing drawn, top to bottom
+                  font_path: str) -> bytes:
     """Return the card's poster as PNG bytes: 750 px wide, card, a few items, a QR code."""
     def font(px: int) -> ImageFont.FreeTypeFont:
         return ImageFont.truetype(font_path, px)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,7 +17,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.errors import NotFoundError
 from models.ids import Id
+from models.times import rfc3339
 from store import Batch, CommitResult, Store
+from store.retry import AGAIN, Again, retry
 
 NS_CARD = "card.card"
 
@@ -36,7 +37,7 @@ def _phone(value: str) -> str:
 def _http_url(value: str) -> str:
     if not value:
         return value
-    if any(c.isspace() or ord(c) < 32 for c in value):
+    if any(c.isspace() or c < " " for c in value):  # no whitespace or C0 controls
         raise ValueError("URL must not contain whitespace or control characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -121,10 +122,6 @@ class Card:
         }
 
 
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 class Cards:
     """Card CRUD over the store."""
 
@@ -134,14 +131,18 @@ class Cards:
 
     def create_card(self, fields: CardFields) -> Card:
         """Store a new card; return it with its id."""
-        now = _rfc3339(self.clock())
-        for _ in range(10):
+        now = rfc3339(self.clock())
+
+        def attempt(_: int) -> Card | Again:
+            # A fresh random id each time: a clash with an existing card is simply redrawn.
             card_id = "c" + secrets.token_hex(8)
             doc = {"id": card_id, **fields.model_dump(), "created_at": now, "updated_at": now}
             batch = Batch(puts=[(NS_CARD, card_id, doc)], checks=[(NS_CARD, card_id, 0)])
             if self.store.commit(batch) is CommitResult.OK:
                 return Card.from_doc(doc, 1)
-        raise RuntimeError("could not allocate a card id")  # pragma: no cover
+            return AGAIN
+
+        return retry(attempt, what="a new card id", attempts=10)
 
     def get_card(self, card_id: str) -> Card | None:
         """Return the card, or None."""
@@ -158,12 +159,15 @@ class Cards:
     def update_card(self, card_id: str, patch: CardPatch) -> Card:
         """Apply a partial update; return the new card (its version goes up)."""
         changes = patch.model_dump(exclude_unset=True)
-        for _ in range(10):
+
+        def attempt(_: int) -> Card | Again:
             rec = self.store.get(NS_CARD, card_id)
             if rec is None:
                 raise NotFoundError(f"no card {card_id!r}")
-            doc = {**rec.doc, **changes, "updated_at": _rfc3339(self.clock())}
+            doc = {**rec.doc, **changes, "updated_at": rfc3339(self.clock())}
             batch = Batch(puts=[(NS_CARD, card_id, doc)], checks=[(NS_CARD, card_id, rec.version)])
             if self.store.commit(batch) is CommitResult.OK:
                 return Card.from_doc(doc, rec.version + 1)
-        raise RuntimeError("card kept changing under the update")  # pragma: no cover
+            return AGAIN
+
+        return retry(attempt, what=f"card {card_id!r}")

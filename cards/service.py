@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from cards.items import CardItem, ItemSource
 from cards.ledger import DEMO_LEDGER_KEY
-from cards.orders import PlanLedger
-from cards.plan import BindPolicy, PlanConfig
+from cards.orders import PlanLedger, Submitted
+from cards.plan import BindPolicy, OrderEvent, PlanConfig, ReferralView, RewardsView
 from cards.render import PageRenderer, find_cjk_font, render_poster
 from cards.repo import Card, CardFields, CardPatch, Cards
 from cards.share import Share, Shares, local_day
@@ -155,6 +155,39 @@ def with_ref(url: str, code: str) -> str:
 
 
 @dataclass(frozen=True)
+class VisitorCookie:
+    """What to set as a visitor's signed cookie: its value, lifetime and Secure flag."""
+
+    value: str
+    max_age: int
+    secure: bool
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """How an order event fared (refusals are raised, never returned)."""
+
+    refund_cents: int
+    duplicate: bool  # the same (order_id, status, refund_cents) came before: nothing changed
+    applied: bool
+
+
+@dataclass(frozen=True)
+class BindResult:
+    """How a binding fared: the user's referrer now, the policy in force, whether applied."""
+
+    referrer: str | None
+    policy: BindPolicy
+    applied: bool
+
+
+def _raise_refusal(sub: Submitted) -> None:
+    # A refused event carries the typed error that refused it (409, its precise code).
+    if sub.outcome is not None:
+        sub.outcome.raise_if_refused()
+
+
+@dataclass(frozen=True)
 class CardsConfig:
     """Plain values the domain needs from the settings."""
 
@@ -205,6 +238,14 @@ class CardsService:
         return card.to_dict() | {"url": f"{self.base}/c/{card.id}",
                                  "poster_url": f"{self.base}/c/{card.id}/poster.png"}
 
+    def get_card_json(self, card_id: str) -> dict[str, Any]:
+        """Return the API form of an existing card, or raise NotFoundError."""
+        return self.card_json(self.cards.get_card_or_raise(card_id))
+
+    def require_card(self, card_id: str) -> None:
+        """Raise NotFoundError unless the card exists."""
+        self.cards.get_card_or_raise(card_id)
+
     def create_card(self, fields: CardFields) -> Card:
         """Create a card."""
         return self.cards.create_card(fields)
@@ -254,6 +295,14 @@ class CardsService:
     def anonymous_visitor(self, *, client: str, user_agent: str) -> Visitor:
         """Return the anonymous visitor of a client (the same one on every request)."""
         return self.viewers.anonymous(client=client, user_agent=user_agent, now=self.clock())
+
+    def visitor_cookie(self, visitor: Visitor) -> VisitorCookie:
+        """Return the signed cookie that stands for a visitor, until the visitor expires.
+
+        Secure when the public base URL (MINGPIAN_PUBLIC_BASE_URL) is https."""
+        return VisitorCookie(value=self.viewers.cookie_value(visitor),
+                             max_age=max(1, visitor.expires_at - int(self.clock())),
+                             secure=self.base.lower().startswith("https://"))
 
     # ------------------------------------------------------------------ pages
 
@@ -392,6 +441,44 @@ class CardsService:
             self._renders.release()
 
     # ------------------------------------------------------------------ orders
+
+    def submit_order(self, event: OrderEvent, *, ref_code: str | None) -> OrderResult:
+        """Accept an order event (idempotent per order_id, status, refund_cents), apply it now.
+
+        A refusal raises its typed error. A completed event, applied or a duplicate (the
+        mall's retry after a crash), tells the recommender again: "bought" is a set, and
+        popularity counts only the first delivery."""
+        sub = self.ledger.submit_order(event, ref_code=ref_code)
+        _raise_refusal(sub)
+        applied = sub.duplicate or sub.outcome is not None
+        if event.status == "completed" and applied:
+            self.record_purchase(event.user_id, [i.item_id for i in event.items],
+                                 first=not sub.duplicate)
+        return OrderResult(refund_cents=event.refund_cents, duplicate=sub.duplicate,
+                           applied=applied)
+
+    def bind(self, user_id: str, *, code: str) -> BindResult:
+        """Bind a newly registered user to the sharer of a code; a refusal raises."""
+        sub = self.ledger.submit_bind(user_id, code=code)
+        _raise_refusal(sub)
+        view = self.ledger.referrals(user_id)
+        return BindResult(referrer=view.referrer, policy=self.ledger.policy,
+                          applied=sub.outcome is not None)
+
+    def _fresh(self) -> None:
+        # A backlog left by a crashed process is applied before anyone reads the plan.
+        if self.ledger.pending() > 0:
+            self.ledger.catch_up()
+
+    def rewards(self, user_id: str) -> RewardsView:
+        """Return the user's ledger entries and balances (any backlog applied first)."""
+        self._fresh()
+        return self.ledger.rewards(user_id)
+
+    def referral(self, user_id: str) -> ReferralView:
+        """Return the user's place in the referral tree (any backlog applied first)."""
+        self._fresh()
+        return self.ledger.referrals(user_id)
 
     def record_purchase(self, user_id: str, item_ids: Sequence[str], *, first: bool) -> None:
         """Tell the recommender what the user bought (best effort; first: count popularity)."""

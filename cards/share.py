@@ -34,6 +34,7 @@ from typing import Any
 
 from models.errors import ValidationFailed
 from store import Batch, CommitResult, Store
+from store.retry import AGAIN, Again, retry
 
 NS_CODE = "share.code"
 NS_PAIR = "share.pair"
@@ -126,7 +127,8 @@ class Shares:
     def create(self, *, card_id: str, sharer_id: str) -> Share:
         """Return the sharer's code for the card, creating it the first time."""
         pair = f"{card_id}|{sharer_id}"
-        for _ in range(10):
+
+        def attempt(_: int) -> Share | Again:
             rec = self.store.get(NS_PAIR, pair)
             if rec is not None:
                 found = self.resolve(str(rec.doc["code"]))
@@ -144,7 +146,9 @@ class Shares:
             )
             if self.store.commit(batch) is CommitResult.OK:
                 return Share(code, card_id, sharer_id, created)
-        raise RuntimeError("could not create a share code")  # pragma: no cover
+            return AGAIN
+
+        return retry(attempt, what=f"the share code of card {card_id} for {sharer_id}")
 
     def resolve(self, code: str) -> Share | None:
         """Return the share a code stands for, or None (unknown, malformed or forged)."""
@@ -181,24 +185,24 @@ class Shares:
         """Record that visitor opened the shared card; return False if already seen today."""
         ts = int(self.clock())
         day, key, index = self._keys(share.card_id, visitor_id, ts)
-        for _ in range(10):
+
+        def attempt(_: int) -> bool | Again:
             rec = self.store.get(NS_VISIT, key)
             if rec is not None and rec.doc.get("first_ts") is not None:
                 return False
             doc = rec.doc if rec is not None else self._new_visit(share, visitor_id, day, ts,
                                                                   opened=True)
             doc["first_ts"] = ts
-            batch = Batch(puts=[(NS_VISIT, key, doc), (NS_BYVISITOR, index, {})],
-                          checks=[(NS_VISIT, key, rec.version if rec else 0)])
-            if self.store.commit(batch) is CommitResult.OK:
-                return True
-        return False
+            return self._commit_visit(key, index, doc, rec.version if rec else 0)
+
+        return retry(attempt, what=f"a visit to card {share.card_id}")
 
     def record_click(self, share: Share, *, visitor_id: str, item_id: str) -> bool:
         """Record that visitor tapped an item on the shared card; False if already today."""
         ts = int(self.clock())
         day, key, index = self._keys(share.card_id, visitor_id, ts)
-        for _ in range(10):
+
+        def attempt(_: int) -> bool | Again:
             rec = self.store.get(NS_VISIT, key)
             doc = rec.doc if rec is not None else self._new_visit(share, visitor_id, day, ts,
                                                                   opened=False)
@@ -209,11 +213,17 @@ class Shares:
                                                           for c in clicks):
                 return False
             doc["clicks"] = [*clicks, {"item_id": item_id, "ts": ts, "code": share.code}]
-            batch = Batch(puts=[(NS_VISIT, key, doc), (NS_BYVISITOR, index, {})],
-                          checks=[(NS_VISIT, key, rec.version if rec else 0)])
-            if self.store.commit(batch) is CommitResult.OK:
-                return True
-        return False
+            return self._commit_visit(key, index, doc, rec.version if rec else 0)
+
+        # Out of attempts raises ContentionError: a click is recorded or refused, never lost.
+        return retry(attempt, what=f"a visit to card {share.card_id}")
+
+    def _commit_visit(self, key: str, index: str, doc: dict[str, Any], version: int
+                      ) -> bool | Again:
+        """Write one visit if it is still at version; True when written, else AGAIN."""
+        batch = Batch(puts=[(NS_VISIT, key, doc), (NS_BYVISITOR, index, {})],
+                      checks=[(NS_VISIT, key, version)])
+        return True if self.store.commit(batch) is CommitResult.OK else AGAIN
 
     def _cutoff_day(self, retention_days: int | None) -> str:
         if retention_days is None:

@@ -34,6 +34,7 @@ _MAC_BYTES = 16  # 128-bit tags: unforgeable, and short enough for a URL and a c
 _MAX_SIGNED_LEN = 512  # nothing we sign is longer; refuse before decoding anything bigger
 _ID = re.compile(ID_PATTERN)
 _KNOWN = "k"
+_FIELDS = 3  # kind, visitor id, expiry
 _ANON = "a"
 
 
@@ -97,7 +98,7 @@ class ViewerKeys:
 
     @staticmethod
     def _fields(parts: list[str] | None, *, now: float) -> tuple[str, str, int] | None:
-        if parts is None or len(parts) != 3 or not _ID.match(parts[1]):
+        if parts is None or len(parts) != _FIELDS or not _ID.match(parts[1]):
             return None
         try:
             expires_at = int(parts[2])
@@ -120,7 +121,7 @@ class ViewerKeys:
         got = self._fields(self._open(self._token_keys, token), now=now)
         if got is None or got[0] != _KNOWN:
             return None
-        return Visitor(got[1], True, got[2])
+        return Visitor(got[1], known=True, expires_at=got[2])
 
     # ------------------------------------------------------------------ cookies
 
@@ -137,12 +138,12 @@ class ViewerKeys:
         kind, visitor_id, expires_at = got
         if kind == _ANON and not visitor_id.startswith(ANONYMOUS_PREFIX):
             return None
-        return Visitor(visitor_id, kind == _KNOWN, expires_at)
+        return Visitor(visitor_id, known=kind == _KNOWN, expires_at=expires_at)
 
     # ------------------------------------------------------------------ anonymous
 
     def anonymous(self, *, client: str, user_agent: str, now: float) -> Visitor:
         """Return the anonymous visitor of a client address and user agent (a keyed hash)."""
         mac = hmac.new(self._visitor_key, f"{client}\n{user_agent}".encode(), hashlib.sha256)
-        return Visitor(ANONYMOUS_PREFIX + mac.hexdigest()[:20], False,
-                       int(now) + ANONYMOUS_COOKIE_TTL_S)
+        return Visitor(ANONYMOUS_PREFIX + mac.hexdigest()[:20], known=False,
+                       expires_at=int(now) + ANONYMOUS_COOKIE_TTL_S)

@@ -18,7 +18,6 @@ re-embedded exactly when its text (or the model) changed.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import time
 import uuid
@@ -26,11 +25,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
-
 from catalog.feed import IndexEntry, TextEncoder, Vectors
 from models.catalog import CatalogItem
+from models.vectors import decode_vector, encode_vector
 from store.base import JSON, Batch, CommitResult, Record, Store
+from store.retry import AGAIN, Again, retry
 
 NS_ITEM = "catalog.item"
 NS_VEC = "catalog.vec"
@@ -47,17 +46,10 @@ READER_TTL_S = 86_400  # a reader not heard of for a day no longer holds the log
 _READER_REFRESH_S = 600.0  # a reader whose position did not move re-registers this often
 
 _CHUNK = 256
-_RETRIES = 8
-
-
-def encode_vector(v: Vectors) -> str:
-    """Return a vector as base64 of little-endian float32."""
-    return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
-
-
-def decode_vector(s: str) -> Vectors:
-    """Return the vector encode_vector wrote."""
-    return np.frombuffer(base64.b64decode(s), dtype="<f4").astype(np.float32)
+_SCAN_PAGE = 1000  # item records turned into index entries at a time
+# A lost race re-diffs the chunk and may embed again: give up (ContentionError) sooner than
+# the store-wide default.
+_ATTEMPTS = 8
 
 
 @dataclass
@@ -203,7 +195,7 @@ class CatalogRepo:
         page: dict[str, Record] = {}
         for key, rec in self.store.scan(NS_ITEM):
             page[key] = rec
-            if len(page) >= 1000:
+            if len(page) >= _SCAN_PAGE:
                 yield from self._entries(page).values()
                 page = {}
         if page:
@@ -220,7 +212,7 @@ class CatalogRepo:
             # A vector counts only when it embeds this text with this process's embedder.
             if vec.doc["h"] != item.content_hash(self.embedder.name):
                 continue
-            out[key] = IndexEntry(item, decode_vector(vec.doc["v"]))
+            out[key] = IndexEntry(item, decode_vector(vec.doc["v"], precision="float32"))
         return out
 
     # -- writing ------------------------------------------------------------------------
@@ -254,13 +246,16 @@ class CatalogRepo:
 
     def apply(self, prepared: PreparedUpsert) -> UpsertStats:
         """Commit a prepared chunk; if its items changed meanwhile, diff and embed again."""
-        for _ in range(_RETRIES):
-            if not prepared.batch.puts:
+
+        def attempt(n: int) -> UpsertStats | Again:
+            nonlocal prepared
+            if n:
+                prepared = self._prepare_chunk(prepared.items, prepared.extra, prepared.vectors)
+            if not prepared.batch.puts or self.store.commit(prepared.batch) is CommitResult.OK:
                 return prepared.stats
-            if self.store.commit(prepared.batch) is CommitResult.OK:
-                return prepared.stats
-            prepared = self._prepare_chunk(prepared.items, prepared.extra, prepared.vectors)
-        raise RuntimeError("catalog items kept changing under this upsert; gave up")
+            return AGAIN
+
+        return retry(attempt, what="this catalog upsert", attempts=_ATTEMPTS)
 
     def _prepare_chunk(self, chunk: Sequence[CatalogItem],
                        extra: Sequence[tuple[str, str, JSON]],
@@ -295,7 +290,8 @@ class CatalogRepo:
             rec = existing.get(it.id)
             batch.puts.append((NS_ITEM, it.id, {"item": it.to_json(), "h": h}))
             if rec is None or rec.doc.get("h") != h:
-                batch.puts.append((NS_VEC, it.id, {"h": h, "v": encode_vector(vectors[h])}))
+                text = encode_vector(vectors[h], precision="float32")
+                batch.puts.append((NS_VEC, it.id, {"h": h, "v": text}))
             batch.appends.append((CHANGES, {"id": it.id}))
             batch.checks.append((NS_ITEM, it.id, version))
             if rec is None:
@@ -308,16 +304,17 @@ class CatalogRepo:
 
     def delete(self, item_id: str) -> bool:
         """Remove an item; return whether it existed."""
-        for _ in range(_RETRIES):
+
+        def attempt(_: int) -> bool | Again:
             rec = self.store.get(NS_ITEM, item_id)
             if rec is None:
                 return False
             batch = Batch(deletes=[(NS_ITEM, item_id), (NS_VEC, item_id)],
                           appends=[(CHANGES, {"id": item_id})],
                           checks=[(NS_ITEM, item_id, rec.version)])
-            if self.store.commit(batch) is CommitResult.OK:
-                return True
-        raise RuntimeError(f"item {item_id} kept changing during its deletion; gave up")
+            return True if self.store.commit(batch) is CommitResult.OK else AGAIN
+
+        return retry(attempt, what=f"the deletion of item {item_id!r}", attempts=_ATTEMPTS)
 
     # -- sync cursors -------------------------------------------------------------------
     def get_cursor(self, source: str) -> JSON | None:

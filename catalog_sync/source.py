@@ -60,7 +60,7 @@ class MallSource:
                 last = f"HTTP {r.status_code}"
                 log.warning("mall page %d: %s (attempt %d)", page, last, attempt + 1)
                 continue
-            if r.status_code != 200:
+            if r.status_code != httpx.codes.OK:
                 raise UpstreamError(f"mall answered HTTP {r.status_code} for page {page}")
             return _parse(r, page)
         raise UpstreamError(f"mall page {page} failed after {self.retries + 1} attempts: {last}")

@@ -98,9 +98,7 @@ def sync_catalog(
         run = None  # an interrupted incremental run is superseded by a full one
     resumed = run is not None
     if run is None:
-        run = {"since": None if full else cursor.get("since"), "next_page": first_page,
-               "started_at": format_rfc3339(clock()), "max_seen": None, "fetched": 0,
-               "full": full, "url": _display(source.url)}
+        run = _new_run(cursor, source, full=full, first_page=first_page, clock=clock)
     report = SyncReport(source=_display(source.url), since=run["since"],
                         resumed_at_page=run["next_page"] if resumed else None)
     started = time.perf_counter()
@@ -113,12 +111,6 @@ def sync_catalog(
         got = source.fetch(page=page, page_size=page_size, updated_since=since)
         good, bad = split_valid((offset + i, raw) for i, raw in enumerate(got.items))
         return got, good, bad
-
-    def write(prepared: list[PreparedUpsert]) -> UpsertStats:
-        stats = UpsertStats()
-        for chunk in prepared:
-            stats.add(repo.apply(chunk))
-        return stats
 
     # Three stages overlap: the next page is fetched and validated, this page is diffed and
     # embedded (the bottleneck), the previous page is committed. Commits stay in page order,
@@ -137,31 +129,14 @@ def sync_catalog(
                      if got.next_page is not None else None)
             if got.total is not None:
                 bar.total = got.total
-            for it in good:
-                if it.updated_at is not None:
-                    ts = format_rfc3339(it.updated_at)
-                    if run["max_seen"] is None or _dt(ts) > _dt(run["max_seen"]):
-                        run["max_seen"] = ts
-            run = {**run, "next_page": got.next_page, "fetched": offset + len(got.items)}
-            if got.next_page is None:
-                report.watermark = _watermark(run, previous=cursor.get("since"))
-                new_cursor: dict[str, Any] = {"since": report.watermark, "run": None,
-                                              "url": _display(source.url),
-                                              "finished_at": format_rfc3339(clock())}
-            else:
-                new_cursor = {"since": cursor.get("since"), "run": run,
-                              "url": _display(source.url)}
+            run = {**run, "max_seen": _max_seen(run["max_seen"], good),
+                   "next_page": got.next_page, "fetched": offset + len(got.items)}
+            new_cursor = _next_cursor(run, cursor, source, report, clock)
             prepared = repo.prepare(good, extra_puts=[repo.cursor_put(key, new_cursor)])
             if writing is not None:
                 report.stats.add(writing.result())
-            writing = writer.submit(write, prepared)
-            report.pages += 1
-            report.fetched += len(got.items)
-            report.rejected += len(bad)
-            room = MAX_ERRORS_KEPT - len(report.errors)
-            report.errors += bad[: max(room, 0)]
-            for e in bad[:3]:
-                log.warning("mall item #%d (%s) rejected: %s", e.index, e.id, e.errors[:2])
+            writing = writer.submit(_write, repo, prepared)
+            _tally(report, got, bad)
             bar.update(len(got.items))
         if writing is not None:
             report.stats.add(writing.result())
@@ -177,6 +152,52 @@ def sync_catalog(
         report.elapsed_s = time.perf_counter() - started
         report.stats.changed_ids = report.stats.changed_ids[-1000:]
     return report
+
+
+def _write(repo: CatalogRepo, prepared: list[PreparedUpsert]) -> UpsertStats:
+    stats = UpsertStats()
+    for chunk in prepared:
+        stats.add(repo.apply(chunk))
+    return stats
+
+
+def _new_run(cursor: dict[str, Any], source: MallSource, *, full: bool, first_page: int,
+             clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Return the state of a run that starts now (kept in the cursor until it finishes)."""
+    return {"since": None if full else cursor.get("since"), "next_page": first_page,
+            "started_at": format_rfc3339(clock()), "max_seen": None, "fetched": 0,
+            "full": full, "url": _display(source.url)}
+
+
+def _max_seen(max_seen: str | None, good: list[CatalogItem]) -> str | None:
+    """Return the newest updated_at among max_seen and the page's items."""
+    for it in good:
+        if it.updated_at is not None:
+            ts = format_rfc3339(it.updated_at)
+            if max_seen is None or _dt(ts) > _dt(max_seen):
+                max_seen = ts
+    return max_seen
+
+
+def _next_cursor(run: dict[str, Any], cursor: dict[str, Any], source: MallSource,
+                 report: SyncReport, clock: Callable[[], datetime]) -> dict[str, Any]:
+    """Return the cursor committed with this page; after the last page, set the watermark."""
+    if run["next_page"] is None:
+        report.watermark = _watermark(run, previous=cursor.get("since"))
+        return {"since": report.watermark, "run": None, "url": _display(source.url),
+                "finished_at": format_rfc3339(clock())}
+    return {"since": cursor.get("since"), "run": run, "url": _display(source.url)}
+
+
+def _tally(report: SyncReport, got: Page, bad: list[ItemError]) -> None:
+    """Count a fetched page into the report, keeping the first MAX_ERRORS_KEPT errors."""
+    report.pages += 1
+    report.fetched += len(got.items)
+    report.rejected += len(bad)
+    room = MAX_ERRORS_KEPT - len(report.errors)
+    report.errors += bad[: max(room, 0)]
+    for e in bad[:3]:
+        log.warning("mall item #%d (%s) rejected: %s", e.index, e.id, e.errors[:2])
 
 
 def _watermark(run: dict[str, Any], *, previous: str | None) -> str | None:

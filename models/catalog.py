@@ -26,12 +26,14 @@ KINDS: tuple[ItemKind, ...] = ("product", "course")
 MAX_CENTS = 10**12  # ten billion yuan: anything above is a unit mistake
 
 
+MAX_URL_LEN = 2048  # what browsers and the mall's own links stay under
+
 _BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def _check_http_url(value: str) -> str:
-    if len(value) > 2048:
-        raise ValueError("URL is longer than 2048 characters")
+    if len(value) > MAX_URL_LEN:
+        raise ValueError(f"URL is longer than {MAX_URL_LEN} characters")
     if _BAD_URL_CHAR.search(value):
         raise ValueError("URL contains whitespace or control characters")
     parts = urlsplit(value)

@@ -34,6 +34,8 @@ from models.catalog import KINDS, CatalogItem
 
 log = logging.getLogger("mingpian.index")
 
+_MASKS_KEPT = 256  # filter / tag masks cached per snapshot; past this the cache starts over
+
 Vectors = npt.NDArray[np.float32]
 Rows = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
@@ -198,7 +200,7 @@ class _Snapshot:
         if count < len(m):
             bits = np.packbits(m, bitorder="little")
             sel = (faiss.IDSelectorBitmap(len(m), faiss.swig_ptr(bits)), bits)
-        if len(self.masks) > 256:
+        if len(self.masks) > _MASKS_KEPT:
             self.masks.clear()
         self.masks[key] = (m, sel, count)
         return m, sel, count
@@ -212,7 +214,7 @@ class _Snapshot:
                 return None
             got = np.zeros(len(self.meta.ids), dtype=np.bool_)
             got[rows] = True
-            if len(self.tag_masks) > 256:
+            if len(self.tag_masks) > _MASKS_KEPT:
                 self.tag_masks.clear()
             self.tag_masks[tag] = got
         return got
@@ -331,7 +333,7 @@ class VectorIndex:
         if snap.main is not None:
             m, sel, count = snap.main_mask(provider_id, kind)
             if count:
-                self._search_main(snap, q, min(want, count), m, sel, found)
+                self._search_main(snap, q, min(want, count), m, sel, found=found)
         if snap.delta_ids:
             dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind)
             rows = np.flatnonzero(dm)
@@ -349,7 +351,7 @@ class VectorIndex:
             out.append(hits[:k])
         return out
 
-    def _search_main(self, snap: _Snapshot, q: Vectors, want: int, m: Mask, sel: Any,
+    def _search_main(self, snap: _Snapshot, q: Vectors, want: int, m: Mask, sel: Any, *,
                      found: list[dict[str, float]]) -> None:
         main = snap.main
         assert main is not None
@@ -598,8 +600,9 @@ class VectorIndex:
         return snap
 
 
-def _from_rows(ids: list[str], x: Vectors, meta: _Meta, *, version: int, epoch: str, dim: int,
-               exact_max: int, trained: faiss.Index | None, trained_n: int) -> _Snapshot:
+def _from_rows(  # noqa: PLR0913  one parameter per _Snapshot field it is built from
+        ids: list[str], x: Vectors, meta: _Meta, *, version: int, epoch: str, dim: int,
+        exact_max: int, trained: faiss.Index | None, trained_n: int) -> _Snapshot:
     main, xv = build_main(x, exact_max=exact_max, trained=trained)
     return _Snapshot(
         version=version, epoch=epoch, dim=dim, main=main, x=xv, meta=meta,

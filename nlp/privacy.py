@@ -40,6 +40,10 @@ _LANDLINE = re.compile(
     r")" + _NA
 )
 
+_ID_LEN = 18  # a resident ID number: 17 digits and a check character
+_CARD_LEN = range(16, 20)  # bank card numbers are 16 to 19 digits
+_MIN_DIGITS = 7  # the shortest number redacted (a landline without its area code)
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a doubled digit, its digits summed
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _FULLWIDTH = str.maketrans("０１２３４５６７８９ｘＸ", "0123456789XX")
@@ -52,10 +56,10 @@ def _digits(s: str) -> str:
 def id_checksum_ok(number: str) -> bool:
     """Return True when an 18-character ID number's check digit is right."""
     n = _digits(number.upper())
-    if len(n) != 18 or not n[:17].isdigit():
+    if len(n) != _ID_LEN or not n[:-1].isdigit():
         return False
-    total = sum(int(c) * w for c, w in zip(n[:17], _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11] == n[17]
+    total = sum(int(c) * w for c, w in zip(n[:-1], _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % len(_ID_CHECK)] == n[-1]
 
 
 def luhn_ok(number: str) -> bool:
@@ -66,9 +70,7 @@ def luhn_ok(number: str) -> bool:
     total = 0
     for i, c in enumerate(reversed(n)):
         d = int(c)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
+        total += _LUHN_DOUBLE[d] if i % 2 == 1 else d
     return total % 10 == 0
 
 
@@ -78,13 +80,13 @@ def _sub_id(m: re.Match[str]) -> str:
 
 def _sub_card(m: re.Match[str]) -> str:
     n = _digits(m.group(0))
-    return BANK_CARD if 16 <= len(n) <= 19 and luhn_ok(n) else m.group(0)
+    return BANK_CARD if len(n) in _CARD_LEN and luhn_ok(n) else m.group(0)
 
 
 def redact(text: str) -> str:
     """Return text with phone, 18-digit ID-card and bank-card numbers replaced by
     [手机号], [身份证号] and [银行卡号]."""
-    if not text or sum(c.isdigit() for c in text) < 7:
+    if not text or sum(c.isdigit() for c in text) < _MIN_DIGITS:
         return text  # fast path: nothing here can be a phone, ID or card number
     text = _ID.sub(_sub_id, text)
     text = _CARD.sub(_sub_card, text)

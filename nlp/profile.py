@@ -24,7 +24,6 @@ the tombstone and drops the message. No interleaving brings an erased profile ba
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 import time
@@ -36,8 +35,9 @@ import numpy as np
 import numpy.typing as npt
 
 from models.messages import ChatMessage
+from models.vectors import Precision, decode_vector, encode_vector
 from nlp.tagging import TagResult
-from store.base import JSON, Batch, CommitResult, Store, family
+from store.base import JSON, Batch, CommitResult, Record, Store, family
 from store.retry import AGAIN, Again, retry
 
 NS_USER = "profile.user"
@@ -50,6 +50,7 @@ FAMILY = family(NS_USER)  # both namespaces' family: one commit may write them a
 # A contentful message without tags still says something about the person, but less.
 UNTAGGED_VECTOR_WEIGHT = 0.3
 MAX_GROUPS = 50
+VECTOR_PRECISION: Precision = "float16"  # stored interest directions: half the size of float32
 _MIN_WEIGHT = 1e-4  # below this a decayed tag weight is dropped
 _MAX_ATTEMPTS = 200
 _CHUNK = 256  # messages per commit: bounds one transaction (and one Lua script's keys)
@@ -99,16 +100,6 @@ def decay(dt_s: float, half_life_s: float) -> float:
     return math.pow(2.0, -max(0.0, dt_s) / half_life_s)
 
 
-def encode_vector(v: np.ndarray) -> str:
-    """Return a compact text form of a vector (base64 of float16)."""
-    return base64.b64encode(np.asarray(v, dtype="<f2").tobytes()).decode("ascii")
-
-
-def decode_vector(s: str) -> npt.NDArray[np.float32]:
-    """Return the float32 vector of :func:`encode_vector`'s text."""
-    return np.frombuffer(base64.b64decode(s), dtype="<f2").astype(np.float32)
-
-
 class _Draft:
     """A profile document being folded into, message after message, in memory.
 
@@ -124,7 +115,8 @@ class _Draft:
         self.ref = float(doc["ref"]) if doc else float(ts)
         # Entries are replaced, never changed in place: the read document's lists can stay.
         self.tags: dict[str, list[Any]] = dict(doc["tags"]) if doc else {}
-        self.vec: npt.NDArray[np.float16] | None = _decode_f16(doc["vec"]) \
+        self.vec: npt.NDArray[np.float16] | None = np.asarray(
+            decode_vector(doc["vec"], precision=VECTOR_PRECISION), dtype="<f2") \
             if doc and doc["vec"] else None
         self.vw = float(doc["vw"]) if doc else 0.0
         self.n = int(doc["n"]) if doc else 0
@@ -178,18 +170,22 @@ class _Draft:
 
     def doc(self) -> JSON:
         """Return the document to store."""
-        return {**self.base, "ref": self.ref, "tags": self.tags,
-                "vec": _encode_f16(self.vec) if self.vec is not None else self.base.get("vec"),
+        vec = self.base.get("vec") if self.vec is None \
+            else encode_vector(self.vec, precision=VECTOR_PRECISION)
+        return {**self.base, "ref": self.ref, "tags": self.tags, "vec": vec,
                 "vw": self.vw, "n": self.n, "last_seen": self.last_seen,
                 "updated_at": self.updated_at, "groups": self.groups}
 
 
-def _decode_f16(s: str) -> npt.NDArray[np.float16]:
-    return np.frombuffer(base64.b64decode(s), dtype="<f2")
-
-
-def _encode_f16(v: npt.NDArray[np.float16]) -> str:
-    return base64.b64encode(v.tobytes()).decode("ascii")
+def _drop_erased(items: Sequence[tuple[ChatMessage, TagResult]], pending: dict[str, int],
+                 users: list[str], tombs: dict[str, Record]) -> None:
+    """Drop from pending the messages of erased users sent at or before their erasure."""
+    erased = {u: float(t.doc["at"]) for u in users
+              if (t := tombs.get(tombstone_key(u))) is not None}
+    dropped = {m for m, i in pending.items()
+               if items[i][0].ts <= erased.get(items[i][0].user_id, -math.inf)}
+    for m in dropped:
+        del pending[m]
 
 
 class ProfileRepo:
@@ -214,7 +210,7 @@ class ProfileRepo:
         tags = [TagWeight(tag=k, weight=w * f, last_seen=int(s))
                 for k, (w, s) in d["tags"].items() if w * f >= _MIN_WEIGHT]
         tags.sort(key=lambda t: (-t.weight, t.tag))
-        interest = decode_vector(d["vec"]) if d.get("vec") else None
+        interest = decode_vector(d["vec"], precision=VECTOR_PRECISION) if d.get("vec") else None
         if interest is not None:
             n = float(np.linalg.norm(interest))
             interest = interest / n if n > 0 else None
@@ -265,43 +261,12 @@ class ProfileRepo:
             users = list(dict.fromkeys(items[i][0].user_id for i in order))
             tombs = self.store.get_many(NS_ERASED, [tombstone_key(u) for u in users])
             if tombs:
-                # Messages of erased users, sent at or before their erasure, are dropped.
-                erased = {u: float(t.doc["at"]) for u in users
-                          if (t := tombs.get(tombstone_key(u))) is not None}
-                dropped = {m for m, i in pending.items()
-                           if items[i][0].ts <= erased.get(items[i][0].user_id, -math.inf)}
-                for m in dropped:
-                    del pending[m]
+                _drop_erased(items, pending, users, tombs)
                 if not pending:
                     return []
                 order = sorted(pending.values())
                 users = list(dict.fromkeys(items[i][0].user_id for i in order))
-            groups = list(dict.fromkeys(g for i in order
-                                        if (g := items[i][0].group_id) is not None))
-            read = {NS_USER: self.store.get_many(NS_USER, users),
-                    NS_GROUP: self.store.get_many(NS_GROUP, groups) if groups else {}}
-            drafts: dict[tuple[str, str], _Draft] = {}
-            now = self.clock()
-            for i in order:
-                msg, result = items[i]
-                targets = [(NS_USER, msg.user_id, msg.group_id)]
-                if msg.group_id is not None:
-                    targets.append((NS_GROUP, msg.group_id, None))
-                for ns, key, group in targets:
-                    draft = drafts.get((ns, key))
-                    if draft is None:
-                        rec = read[ns].get(key)
-                        draft = drafts[ns, key] = _Draft(rec.doc if rec else None, ts=msg.ts)
-                    draft.fold(msg=msg, result=result, half_life_s=self.half_life_s, now=now,
-                               group=group)
-            batch = Batch(once_all=list(pending))
-            for (ns, key), draft in drafts.items():
-                rec = read[ns].get(key)
-                batch.puts.append((ns, key, draft.doc()))
-                batch.checks.append((ns, key, rec.version if rec else 0))
-            for u in users:  # an erasure committed since the read makes this a CONFLICT
-                tomb = tombs.get(tombstone_key(u))
-                batch.checks.append((NS_ERASED, tombstone_key(u), tomb.version if tomb else 0))
+            batch = self._batch(items, order, users, pending, tombs)
             outcome = self.store.commit(batch)
             if outcome is CommitResult.OK:
                 return order
@@ -317,6 +282,37 @@ class ProfileRepo:
 
         return retry(attempt, what=f"profile update for {len(pending)} messages",
                      attempts=_MAX_ATTEMPTS)
+
+    def _batch(self, items: Sequence[tuple[ChatMessage, TagResult]], order: list[int],
+               users: list[str], pending: dict[str, int], tombs: dict[str, Record]) -> Batch:
+        """Return the commit that folds the items at order into their user and group profiles."""
+        groups = list(dict.fromkeys(g for i in order
+                                    if (g := items[i][0].group_id) is not None))
+        read = {NS_USER: self.store.get_many(NS_USER, users),
+                NS_GROUP: self.store.get_many(NS_GROUP, groups) if groups else {}}
+        drafts: dict[tuple[str, str], _Draft] = {}
+        now = self.clock()
+        for i in order:
+            msg, result = items[i]
+            targets = [(NS_USER, msg.user_id, msg.group_id)]
+            if msg.group_id is not None:
+                targets.append((NS_GROUP, msg.group_id, None))
+            for ns, key, group in targets:
+                draft = drafts.get((ns, key))
+                if draft is None:
+                    rec = read[ns].get(key)
+                    draft = drafts[ns, key] = _Draft(rec.doc if rec else None, ts=msg.ts)
+                draft.fold(msg=msg, result=result, half_life_s=self.half_life_s, now=now,
+                           group=group)
+        batch = Batch(once_all=list(pending))
+        for (ns, key), draft in drafts.items():
+            rec = read[ns].get(key)
+            batch.puts.append((ns, key, draft.doc()))
+            batch.checks.append((ns, key, rec.version if rec else 0))
+        for u in users:  # an erasure committed since the read makes this a CONFLICT
+            tomb = tombs.get(tombstone_key(u))
+            batch.checks.append((NS_ERASED, tombstone_key(u), tomb.version if tomb else 0))
+        return batch
 
     def erase_user(self, user_id: str) -> float:
         """Delete everything held about a user and leave a tombstone; return the erasure

@@ -28,6 +28,8 @@ from nlp.taxonomy import Taxonomy
 
 log = logging.getLogger("mingpian.recommend")
 
+_EXTRA_TAGS_KEPT = 10_000  # vectors of tags outside the taxonomy; past this the cache starts over
+
 Strategy = Literal["profile", "group", "provider_popular", "global_popular", "query"]
 
 
@@ -131,7 +133,7 @@ class TagSpace:
         if missing:
             vecs = self.embedder.encode(missing)
             with self._lock:
-                if len(self._extra) > 10_000:
+                if len(self._extra) > _EXTRA_TAGS_KEPT:
                     self._extra.clear()
                 self._extra.update(zip(missing, vecs, strict=True))
         out = np.zeros((len(tags), self.embedder.dim), dtype=np.float32)
@@ -170,11 +172,12 @@ def mmr_order(scores: npt.NDArray[np.float64], vecs: Vectors, *, diversity: floa
 
 
 _CLAUSE = re.compile(r"[，,。！？!?；;～~…\s]+")
+_MIN_CLAUSE = 2  # characters: a lone character says nothing on its own
 
 
 def clauses(text: str, *, max_clauses: int = 6) -> list[str]:
     """Return the clauses of a chat message worth embedding on their own (≥ 2 characters)."""
-    parts = [p for p in _CLAUSE.split(text) if len(p) >= 2]
+    parts = [p for p in _CLAUSE.split(text) if len(p) >= _MIN_CLAUSE]
     return parts[:max_clauses] if len(parts) > 1 else []
 
 
@@ -189,7 +192,7 @@ class _Scored:
 class Recommender:
     """Recommendations from profiles, free text and popularity over the catalog index."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  keyword-only: its collaborators and scoring knobs, each named
         self,
         *,
         index: VectorIndex,
@@ -278,13 +281,17 @@ class Recommender:
         return RecommendationResult(items=got, strategy="query")
 
     # -- public: signals ------------------------------------------------------------------
-    def record_view(self, item_id: str, *, provider_id: str | None = None,
-                    user_id: str | None = None) -> None:
+    def record_view(
+        self, item_id: str, *, provider_id: str | None = None,
+        user_id: str | None = None,  # noqa: ARG002  callers pass it; views are not per user
+    ) -> None:
         """Count a view of an item (popularity, overall and at the provider)."""
         self.signals.record("view", [item_id], provider_id=provider_id)
 
-    def record_click(self, item_id: str, *, provider_id: str | None = None,
-                     user_id: str | None = None) -> None:
+    def record_click(
+        self, item_id: str, *, provider_id: str | None = None,
+        user_id: str | None = None,  # noqa: ARG002  callers pass it; clicks are not per user
+    ) -> None:
         """Count a click on an item."""
         self.signals.record("click", [item_id], provider_id=provider_id)
 

@@ -27,6 +27,7 @@ WEIGHTS: dict[str, int] = {"view": 1, "click": 3, "order": 10}
 NS_POP = "reco.pop"
 NS_EVENTS = "reco.events"
 NS_BOUGHT = "reco.bought"
+_RANKINGS_KEPT = 1024  # cached popularity rankings (one per provider); past this, start over
 
 
 def _pop_ns(provider_id: str | None) -> str:
@@ -72,7 +73,7 @@ class Signals:
         ranked = sorted(((k, v) for k, v in counts.items() if v > 0),
                         key=lambda kv: (-kv[1], kv[0]))
         with self._lock:
-            if len(self._cache) > 1024:
+            if len(self._cache) > _RANKINGS_KEPT:
                 self._cache.clear()
             self._cache[provider_id] = (now, ranked)
         return ranked

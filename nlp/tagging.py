@@ -47,6 +47,8 @@ FEATURES: tuple[str, ...] = (
 )
 MAX_TAGS = 3
 _PROBE_LAMBDA = 1.0
+_MIN_CONTENT = 2  # characters: a message shorter than this, once cleaned, says nothing
+_NEWTON_TOL = 1e-8  # fit_logistic stops once no weight moves by more than this
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,7 @@ class Tagger:
         compact = clean.replace(" ", "")
         if counts.any():
             return joined, self.tokenizer.cut(clean), counts, False
-        if len(compact) < 2 or compact in self._chitchat:
+        if len(compact) < _MIN_CONTENT or compact in self._chitchat:
             return joined, [], counts, True
         if any(c not in self._quiet_chars and not c.isdigit() for c in compact):
             return joined, [], counts, False
@@ -389,7 +391,7 @@ def fit_logistic(x: F64, y: F64, *, l2: float, iters: int = 100) -> tuple[F64, f
         hess = (xb * (p * (1 - p))[:, None]).T @ xb + reg
         step = np.linalg.solve(hess, grad)
         w -= step
-        if np.abs(step).max() < 1e-8:
+        if np.abs(step).max() < _NEWTON_TOL:
             break
     return w[:-1], float(w[-1])
 

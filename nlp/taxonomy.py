@@ -19,6 +19,7 @@ from typing import Any
 from nlp.tokenize import normalize
 
 CATALOG_INDUSTRY = "catalog"
+_MIN_TERM = 2  # characters: a one-character category segment is no tag
 # A catalog tag worth turning into an interest: a short phrase with at least two letters
 # or CJK characters ("6月+" or "A" are not interests).
 _TAGLIKE = re.compile(r"^(?=(?:.*[^\W\d_]){2})[\w+#&·.\- ]{2,16}$")
@@ -217,7 +218,7 @@ class Taxonomy:
                               description=name))
         terms = {seg.strip() for c in categories for seg in re.split(r"[/>|]", c)}
         with self._lock:
-            fresh = {t for t in terms if len(t) >= 2} - self._extra_terms
+            fresh = {t for t in terms if len(t) >= _MIN_TERM} - self._extra_terms
             if fresh:
                 self._extra_terms |= fresh
                 self.version += 1

@@ -29,7 +29,7 @@ class ConsumerStats:
     batches: int = 0
 
 
-def consume_once(
+def consume_once(  # noqa: PLR0913  keyword-only consumer knobs, each named at the call site
     store: Store,
     *,
     queue: str,
@@ -76,7 +76,7 @@ def consume_once(
     return len(items)
 
 
-def run_consumer(
+def run_consumer(  # noqa: PLR0913  keyword-only consumer knobs, each named at the call site
     store: Store,
     *,
     queue: str,

@@ -32,6 +32,7 @@ from models.errors import StoreUnavailableError
 from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps, family
 
 _GROUP = "w"
+_PAGE = 1000  # index keys or stream entries read per round trip
 
 _PUT = """
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
@@ -229,7 +230,7 @@ class RedisStore:
         offset = 0
         while True:
             keys = self._call(
-                lambda o=offset: self.r.zrangebylex(self._ik(ns), start, end, o, 1000))
+                lambda o=offset: self.r.zrangebylex(self._ik(ns), start, end, o, _PAGE))
             if not keys:
                 return
             recs = self.get_many(ns, keys)
@@ -290,8 +291,8 @@ class RedisStore:
         n = 0
         for ns in sorted(self._call(lambda: self.r.smembers(self._ttl_set()))):
             ik = self._ik(ns)
-            for i in range(0, 1 << 62, 1000):
-                keys = self._call(lambda i=i, ik=ik: self.r.zrange(ik, i, i + 999))
+            for i in range(0, 1 << 62, _PAGE):
+                keys = self._call(lambda i=i, ik=ik: self.r.zrange(ik, i, i + _PAGE - 1))
                 if not keys:
                     break
                 pipe = self.r.pipeline(transaction=False)
@@ -301,7 +302,7 @@ class RedisStore:
                 if gone:
                     # A record put again meanwhile is indexed again by its put (ZADD).
                     n += int(self._call(lambda ik=ik, g=gone: self.r.zrem(ik, *g)))
-                if len(keys) < 1000:
+                if len(keys) < _PAGE:
                     break
         return n
 
@@ -403,7 +404,7 @@ class RedisStore:
         n = 0
         start = "-"
         while True:
-            page = self._call(lambda st=start: self.r.xrange(s, st, "+", count=1000))
+            page = self._call(lambda st=start: self.r.xrange(s, st, "+", count=_PAGE))
             if not page:
                 break
             doomed = [i for i, f in page if f is not None and match(json.loads(f["p"]))]
@@ -413,7 +414,7 @@ class RedisStore:
                 pipe.xack(s, _GROUP, *doomed)
                 pipe.xdel(s, *doomed)
                 n += int(self._call(pipe.execute)[1])
-            if len(page) < 1000:
+            if len(page) < _PAGE:
                 break
             start = "(" + page[-1][0]
         dead = self._call(lambda: self.r.lrange(q + ":x", 0, -1))

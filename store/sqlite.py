@@ -358,7 +358,10 @@ class SQLiteStore:
                 f"SELECT key FROM seen WHERE key IN ({marks}) AND expires_at > ?", (*chunk, now)))
         return out
 
-    def seen_once(self, family: str, markers: Sequence[str]) -> set[str]:
+    def seen_once(
+        self, family: str,  # noqa: ARG002  the Store signature: Redis keeps a family per slot
+        markers: Sequence[str],
+    ) -> set[str]:
         # One table holds the markers of every family here (SQLite has no slots to keep).
         live = self._live_marks(self._conn(), ["once:" + m for m in markers], self.clock())
         return {m[5:] for m in live}

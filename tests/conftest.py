@@ -17,6 +17,7 @@ from app.settings import Settings
 from store.base import Store
 from store.redis import RedisStore
 from store.sqlite import SQLiteStore
+from tests.support import StoreClock
 
 API_KEY = "test-key"
 
@@ -96,23 +97,31 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+def store_clock(backend: str) -> StoreClock:
+    """The clock of the store fixture (real time until a test advances it)."""
+    return StoreClock(server_time=backend == "redis")
+
+
+@pytest.fixture
+def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+          store_clock: StoreClock) -> Iterator[Store]:
     """A fresh store of the back-end under test."""
     st: Store
     if backend == "redis":
         st = RedisStore(request.getfixturevalue("clean_redis_url"))
     else:
-        st = SQLiteStore(tmp_path / "store.db")
+        st = SQLiteStore(tmp_path / "store.db", clock=store_clock)
     yield st
     st.close()
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a test: a private data dir, a known API key, no .env."""
-    values: dict[str, object] = {"data_dir": data_dir, "api_keys": API_KEY,
+    # model_validate goes through BaseSettings.__init__, so `_env_file` still turns .env off.
+    values: dict[str, object] = {"_env_file": None, "data_dir": data_dir, "api_keys": API_KEY,
                                  "redis_url": None}
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings.model_validate(values)
 
 
 @pytest.fixture

@@ -68,8 +68,7 @@ def create_card(fields: CardFields, cards: CardsDep) -> JSONResponse:
 @router.get("/v1/cards/{card_id}", dependencies=[ApiKey], tags=["cards"])
 def get_card(card_id: str, cards: CardsDep) -> JSONResponse:
     """Return a card."""
-    card = cards.cards.get_card_or_raise(_id_or_404(card_id, "card"))
-    return JSONResponse(cards.card_json(card))
+    return JSONResponse(cards.get_card_json(_id_or_404(card_id, "card")))
 
 
 @router.patch("/v1/cards/{card_id}", dependencies=[ApiKey], tags=["cards"])
@@ -117,10 +116,9 @@ def _visitor(request: Request, cards: CardsService) -> tuple[Visitor, bool]:
 
 
 def _set_cookie(resp: Response, cards: CardsService, visitor: Visitor) -> None:
-    secure = cards.base.lower().startswith("https://")  # MINGPIAN_PUBLIC_BASE_URL
-    max_age = max(1, visitor.expires_at - int(cards.clock()))
-    resp.set_cookie(VISITOR_COOKIE, cards.viewers.cookie_value(visitor), max_age=max_age,
-                    path="/", httponly=True, samesite="lax", secure=secure)
+    cookie = cards.visitor_cookie(visitor)
+    resp.set_cookie(VISITOR_COOKIE, cookie.value, max_age=cookie.max_age, path="/",
+                    httponly=True, samesite="lax", secure=cookie.secure)
 
 
 def _token_redirect(request: Request, cards: CardsService, vt: str) -> RedirectResponse:
@@ -151,7 +149,7 @@ def card_page(card_id: str, request: Request, cards: CardsDep, vt: ViewerTokenQu
     """The card as a mobile page, with items for the viewer."""
     card_id = _id_or_404(card_id, "card")
     if vt is not None:
-        cards.cards.get_card_or_raise(card_id)  # an unknown card is a 404, not a redirect
+        cards.require_card(card_id)  # an unknown card is a 404, not a redirect
         return _token_redirect(request, cards, vt)
     visitor, new = _visitor(request, cards)
     nonce = secrets.token_urlsafe(16)

@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ApiKey, CatalogDep, IndexDep, RecommenderDep
-from catalog_sync.loader import ImportReport, import_items
-from models.errors import NotFoundError, ValidationFailed
+from app.deps import ApiKey, CatalogServiceDep, RecommenderDep
+from models.errors import ValidationFailed
 from models.ids import ID_PATTERN, Id
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[ApiKey])
@@ -73,8 +72,7 @@ ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="the item's id")]
 
 @router.post("/items", response_model=ItemsUpserted)
 def upsert_items(
-    catalog: CatalogDep,
-    index: IndexDep,
+    catalog: CatalogServiceDep,
     body: Annotated[dict[str, Any], Body(openapi_examples={
         "one": {"value": _EXAMPLE},
         "many": {"value": {"items": [_EXAMPLE]}},
@@ -91,31 +89,23 @@ def upsert_items(
         raise ValidationFailed('"items" must be a list')
     if len(raw) > MAX_BATCH:
         raise ValidationFailed(f"at most {MAX_BATCH} items per request, got {len(raw)}")
-    report: ImportReport = import_items(catalog, raw)
+    report = catalog.upsert(raw)
     if single and report.errors:
         err = report.errors[0]
         raise ValidationFailed(f"invalid item: {err.message}", details=err.to_json()["details"])
-    if report.stats.changed_ids:
-        # This process sees its own write at once; the others within their poll interval.
-        index.refresh()
     return report.to_json()
 
 
 @router.get("/items/{item_id}")
-def get_item(item_id: ItemId, catalog: CatalogDep) -> dict[str, Any]:
+def get_item(item_id: ItemId, catalog: CatalogServiceDep) -> dict[str, Any]:
     """Return one item as stored (CONTRACTS §4)."""
-    item = catalog.get(item_id)
-    if item is None:
-        raise NotFoundError(f"no catalog item {item_id!r}")
-    return item.to_json()
+    return catalog.item_json(item_id)
 
 
 @router.delete("/items/{item_id}", response_model=ItemDeleted)
-def delete_item(item_id: ItemId, catalog: CatalogDep, index: IndexDep) -> ItemDeleted:
+def delete_item(item_id: ItemId, catalog: CatalogServiceDep) -> ItemDeleted:
     """Remove an item from the catalog and from every recommendation."""
-    if not catalog.delete(item_id):
-        raise NotFoundError(f"no catalog item {item_id!r}")
-    index.refresh()
+    catalog.delete(item_id)
     return ItemDeleted(id=item_id, deleted=True)
 
 

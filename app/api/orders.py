@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.deps import ApiKey, CardsDep
-from cards.orders import Submitted
 from cards.plan import BindPolicy, OrderEvent, OrderItem, ReferralView, RewardsView
 from models.ids import Id
 
@@ -95,12 +94,6 @@ class Bound(BaseModel):
     applied: bool
 
 
-def _raise_refusal(sub: Submitted) -> None:
-    # A refused event carries the typed error that refused it (409, its precise code).
-    if sub.outcome is not None:
-        sub.outcome.raise_if_refused()
-
-
 @router.post("/v1/orders", response_model=OrderAccepted)
 def order_webhook(body: OrderIn, cards: CardsDep) -> OrderAccepted:
     """Accept an order event: idempotent per (order_id, status, refund_cents), applied now.
@@ -108,46 +101,29 @@ def order_webhook(body: OrderIn, cards: CardsDep) -> OrderAccepted:
     422 (`invalid_order`) when its items sum to more than `amount_cents` or its `ts` is more
     than five minutes ahead of our clock; the freeze runs from when it was received here.
     """
-    event = body.to_event(cards.clock())
-    sub = cards.ledger.submit_order(event, ref_code=body.ref_code)
-    _raise_refusal(sub)
-    if event.status == "completed" and (sub.duplicate or sub.outcome is not None):
-        # A retried event (the mall's retry after a crash) tells the recommender again:
-        # "bought" is a set, popularity counts only the first delivery.
-        cards.record_purchase(body.user_id, [i.item_id for i in body.items],
-                              first=not sub.duplicate)
+    result = cards.submit_order(body.to_event(cards.clock()), ref_code=body.ref_code)
     return OrderAccepted(
-        order_id=body.order_id, status=body.status, refund_cents=event.refund_cents,
-        duplicate=sub.duplicate, applied=sub.duplicate or sub.outcome is not None,
+        order_id=body.order_id, status=body.status, refund_cents=result.refund_cents,
+        duplicate=result.duplicate, applied=result.applied,
     )
 
 
 @router.post("/v1/referrals/bind", response_model=Bound)
 def bind(body: BindIn, cards: CardsDep) -> Bound:
     """Bind a newly registered user to the sharer of a code (policy and refusals: §6-7)."""
-    sub = cards.ledger.submit_bind(body.user_id, code=body.code)
-    _raise_refusal(sub)
-    view = cards.ledger.referrals(body.user_id)
-    return Bound(user_id=body.user_id, referrer=view.referrer, policy=cards.ledger.policy,
-                 applied=sub.outcome is not None)
-
-
-def _fresh(cards: CardsDep) -> None:
-    # A backlog left by a crashed process is applied before anyone reads the plan.
-    if cards.ledger.pending() > 0:
-        cards.ledger.catch_up()
+    result = cards.bind(body.user_id, code=body.code)
+    return Bound(user_id=body.user_id, referrer=result.referrer, policy=result.policy,
+                 applied=result.applied)
 
 
 @router.get("/v1/rewards", response_model=RewardsView)
 def rewards(user_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
             cards: CardsDep) -> RewardsView:
     """Return the user's ledger entries and pending/payable balances."""
-    _fresh(cards)
-    return cards.ledger.rewards(user_id)
+    return cards.rewards(user_id)
 
 
 @router.get("/v1/referrals/{user_id}", response_model=ReferralView)
 def referrals(user_id: str, cards: CardsDep) -> ReferralView:
     """Return the user's role, referrer, boss, origin boss, direct referrals and team."""
-    _fresh(cards)
-    return cards.ledger.referrals(user_id)
+    return cards.referral(user_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -13,6 +12,7 @@ from app.deps import ApiKey, ProfilesDep, ServicesDep
 from app.erasure import erase_user
 from models.errors import NotFoundError
 from models.ids import ID_PATTERN
+from models.times import rfc3339
 from nlp.profile import Profile, ProfileRepo
 
 router = APIRouter(prefix="/v1", dependencies=[ApiKey], tags=["profiles"])
@@ -52,11 +52,6 @@ class ErasureOut(BaseModel):
 
     user_id: str
     erased: list[str]  # the domains that erased what they held
-
-
-def rfc3339(ts: float) -> str:
-    """Return a Unix time as an RFC 3339 UTC string ("2026-11-25T08:00:00Z")."""
-    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _tags(p: Profile) -> list[TagWeightOut]:

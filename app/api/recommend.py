@@ -73,6 +73,7 @@ _LIMIT = anyio.CapacityLimiter(os.cpu_count() or 1)
 @router.get("", response_model=Recommendations)
 async def recommend_for_user(
     request: Request,
+    *,
     recommender: RecommenderDep,
     user_id: Annotated[str, Query(pattern=ID_PATTERN)],
     k: Annotated[int, Query(ge=1, le=100)] = 10,

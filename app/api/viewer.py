@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import ApiKey, CardsDep
 from models.ids import Id
+from models.times import rfc3339
 
 router = APIRouter()
 
@@ -30,6 +29,6 @@ def create_viewer_token(body: ViewerTokenIn, cards: CardsDep) -> JSONResponse:
     token, expires_at = cards.issue_viewer_token(body.user_id, ttl_s=body.ttl_s)
     return JSONResponse({
         "token": token,
-        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)),
+        "expires_at": rfc3339(expires_at),
         "ttl_s": expires_at - int(cards.clock()),
     })

@@ -5,6 +5,11 @@ retries; nothing slow (tagging, profiles, replies) happens before the answer. A 
 signature is a 403; an undecryptable, malformed or hostile body a 400; a body over
 MINGPIAN_MAX_CALLBACK_BYTES a 413 (app/limits.py) — and none of them queues anything.
 
+The two URL checks (GET) are FastAPI routes. The two POSTs are answered by CallbackPosts
+alone, ahead of FastAPI's middleware stack and routing (together a third of a callback's
+CPU time, measured); the app (app/main.py) hands it every request first, and its OpenAPI
+entries are written here by hand (CALLBACK_DOCS), next to the code they describe.
+
 Nothing here is handed to a thread: the body is capped in bytes (64 KiB by default) and in
 XML elements (bot/callback.py), and every step is linear, so the worst body costs about a
 millisecond of the event loop — less than the round trip to a thread pool would.
@@ -14,10 +19,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from app.bot_wiring import BotKit
@@ -26,7 +33,7 @@ from app.errors import app_error_response, unexpected_response
 from app.limits import TOO_LARGE, declared_too_big, read_body
 from app.metrics import Metrics
 from bot.callback import OfficialAccountCallback, WeComCallback
-from models.errors import AppError, BadRequestError, NotFoundError, PayloadTooLargeError
+from models.errors import AppError, NotFoundError, PayloadTooLargeError
 
 router = APIRouter(tags=["wechat"])
 
@@ -52,16 +59,16 @@ def wecom_verify(bot: BotDep, msg_signature: str = "", timestamp: str = "", nonc
     return PlainTextResponse(plain)
 
 
-def _query_doc(*names: str) -> dict[str, object]:
-    return {"parameters": [{"name": n, "in": "query", "required": False,
-                            "schema": {"type": "string"}} for n in names],
-            "requestBody": {"required": True,
-                            "content": {"text/xml": {"schema": {"type": "string"}}}}}
+@router.get("/wechat/callback", response_class=PlainTextResponse)
+def wechat_verify(bot: BotDep, signature: str = "", timestamp: str = "", nonce: str = "",
+                  echostr: str = "") -> PlainTextResponse:
+    """The Official Account's URL check: verify signature, echo echostr."""
+    return PlainTextResponse(_wechat(bot).verify_url(signature=signature, timestamp=timestamp,
+                                                     nonce=nonce, echostr=echostr))
 
 
 # -- the hot path ---------------------------------------------------------------------------
-# WeChat gives up after 5 s; we aim for milliseconds. Both routes below and the fast path
-# (CallbackFastPath) answer through these functions: verify, decrypt, parse, then queue
+# WeChat gives up after 5 s; we aim for milliseconds: verify, decrypt, parse, then queue
 # durably (the write shared with every callback that arrived meanwhile), then answer.
 
 Query = Mapping[str, str]
@@ -88,56 +95,58 @@ async def receive_wechat(bot: BotKit, body: bytes, q: Query) -> bytes:
 
 
 Receiver = Callable[[BotKit, bytes, Query], Awaitable[bytes]]
-# path → (receiver, content type of its answer)
-HOT: dict[str, tuple[Receiver, bytes | None]] = {
-    "/wecom/callback": (receive_wecom, None),
-    "/wechat/callback": (receive_wechat, b"text/plain; charset=utf-8"),
+
+
+@dataclass(frozen=True)
+class _Post:
+    """One callback POST: who opens it, its answer's content type, its OpenAPI entry."""
+
+    receive: Receiver
+    content_type: bytes | None
+    doc: dict[str, Any]
+
+
+def _doc(*, name: str, path: str, summary: str, description: str, query: tuple[str, ...],
+         answer: dict[str, Any]) -> dict[str, Any]:
+    """Return the OpenAPI operation FastAPI would write for this POST as a route."""
+    return {
+        "tags": ["wechat"], "summary": summary, "description": description,
+        "operationId": f"{name}{path.replace('/', '_')}_post",
+        "responses": {"200": {"description": "Successful Response", **answer}},
+        "parameters": [{"name": n, "in": "query", "required": False,
+                        "schema": {"type": "string"}} for n in query],
+        "requestBody": {"required": True,
+                        "content": {"text/xml": {"schema": {"type": "string"}}}},
+    }
+
+
+POSTS: dict[str, _Post] = {
+    "/wecom/callback": _Post(receive_wecom, None, _doc(
+        name="wecom_receive", path="/wecom/callback", summary="Wecom Receive",
+        description="Receive an encrypted WeCom message or event; empty 200 once it is "
+        "durably queued.",
+        query=("msg_signature", "timestamp", "nonce"), answer={})),
+    "/wechat/callback": _Post(receive_wechat, b"text/plain; charset=utf-8", _doc(
+        name="wechat_receive", path="/wechat/callback", summary="Wechat Receive",
+        description="Receive an Official Account message (plaintext, compatible or safe "
+        "mode).",
+        query=("signature", "timestamp", "nonce", "encrypt_type", "msg_signature", "openid"),
+        answer={"content": {"text/plain": {"schema": {"type": "string"}}}})),
 }
 
 
-async def _callback_body(request: Request) -> bytes:
-    """Return the body under the callbacks' own cap (the routes' twin of the fast path's)."""
-    limit = request.state.services.settings.max_callback_bytes
-    if declared_too_big(request.scope, limit):
-        raise PayloadTooLargeError(TOO_LARGE)
-    body = await read_body(request.receive, limit)
-    if body is None:  # the client went away; nobody reads the answer
-        raise BadRequestError("the client disconnected before sending its body")
-    return body
+def document_posts(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the callback POSTs, which no FastAPI route answers, to an OpenAPI schema."""
+    for path, post in POSTS.items():
+        schema.setdefault("paths", {}).setdefault(path, {})["post"] = post.doc
+    return schema
 
 
-@router.post("/wecom/callback", response_class=Response,
-             openapi_extra=_query_doc("msg_signature", "timestamp", "nonce"))
-async def wecom_receive(request: Request) -> Response:
-    """Receive an encrypted WeCom message or event; empty 200 once it is durably queued."""
-    return Response(await receive_wecom(request.state.services.bot,
-                                        await _callback_body(request), request.query_params))
-
-
-@router.get("/wechat/callback", response_class=PlainTextResponse)
-def wechat_verify(bot: BotDep, signature: str = "", timestamp: str = "", nonce: str = "",
-                  echostr: str = "") -> PlainTextResponse:
-    """The Official Account's URL check: verify signature, echo echostr."""
-    return PlainTextResponse(_wechat(bot).verify_url(signature=signature, timestamp=timestamp,
-                                                     nonce=nonce, echostr=echostr))
-
-
-@router.post("/wechat/callback", response_class=PlainTextResponse,
-             openapi_extra=_query_doc("signature", "timestamp", "nonce", "encrypt_type",
-                                      "msg_signature", "openid"))
-async def wechat_receive(request: Request) -> PlainTextResponse:
-    """Receive an Official Account message (plaintext, compatible or safe mode)."""
-    return PlainTextResponse(await receive_wechat(request.state.services.bot,
-                                                  await _callback_body(request),
-                                                  request.query_params))
-
-
-class CallbackFastPath:
-    """Answers the two callback POSTs ahead of FastAPI's middleware stack and routing
-    (together a third of a callback's CPU time, measured); the app (app/main.py) hands every
-    request here first. The body limit, the metrics and the error responses are the same
-    as everywhere else (app/limits.py, app/metrics.py, app/errors.py); the body cap is the
-    callbacks' own, max_callback_bytes, far below the rest of the API's."""
+class CallbackPosts:
+    """Answers the two callback POSTs, the only code that does. The body limit, the metrics
+    and the error responses are the same as everywhere else (app/limits.py, app/metrics.py,
+    app/errors.py); the body cap is the callbacks' own, max_callback_bytes, far below the
+    rest of the API's."""
 
     def __init__(self, *, metrics: Metrics, max_bytes: int) -> None:
         self.metrics = metrics
@@ -148,10 +157,9 @@ class CallbackFastPath:
         if scope["type"] != "http" or scope["method"] != "POST":
             return False
         path: str = scope["path"]
-        hot = HOT.get(path)
-        if hot is None:
+        post = POSTS.get(path)
+        if post is None:
             return False
-        receiver, content_type = hot
         start = time.perf_counter()
         status = 200
         try:
@@ -162,7 +170,7 @@ class CallbackFastPath:
                 return True  # the client went away before sending its body
             query = dict(parse_qsl(scope["query_string"].decode("latin-1"),
                                    keep_blank_values=True))
-            answer = await receiver(scope["state"]["services"].bot, body, query)
+            answer = await post.receive(scope["state"]["services"].bot, body, query)
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app maps it
             error = app_error_response(exc) if isinstance(exc, AppError) \
                 else unexpected_response(exc)
@@ -170,8 +178,8 @@ class CallbackFastPath:
             await error(scope, receive, send)
         else:
             headers = [(b"content-length", str(len(answer)).encode())]
-            if content_type is not None:
-                headers.append((b"content-type", content_type))
+            if post.content_type is not None:
+                headers.append((b"content-type", post.content_type))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": answer})
         finally:

@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from app.commands import Verbs, add_verb
 from app.settings import Settings
+
+_SHOWN_ERRORS = 20  # bad lines printed; the rest are counted
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,10 +39,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     finally:
         store.close()
-    for line, err in report.errors[:20]:
+    for line, err in report.errors[:_SHOWN_ERRORS]:
         print(f"  line {line}: {err}", file=sys.stderr)
-    if report.error_count > 20:
-        print(f"  … and {report.error_count - 20} more", file=sys.stderr)
+    if report.error_count > _SHOWN_ERRORS:
+        print(f"  … and {report.error_count - _SHOWN_ERRORS} more", file=sys.stderr)
     resumed = f" (resumed after line {report.resumed_at_line})" if report.resumed_at_line else ""
     state = "done" if report.done else "stopped early; run again to go on"
     print(f"{path}: {report.accepted} accepted, {report.duplicates} duplicates, "
@@ -47,17 +50,18 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.error_count else 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+_INGEST_HELP = ("Queue every message of FILE (one CONTRACTS §2 JSON object per line) for "
+                "tagging. Shows a progress bar. Re-running after an interruption goes on from the "
+                "last checkpoint; messages already queued (same msg_id) are skipped as duplicates.")
+
+
+def register(sub: Verbs) -> None:
     """Add this domain's verbs to the parser."""
-    p = sub.add_parser(
-        "ingest", help="queue chat messages from a JSONL file (e.g. a WeCom chat-archive export)",
-        description="Queue every message of FILE (one CONTRACTS §2 JSON object per line) for "
-        "tagging. Shows a progress bar. Re-running after an interruption goes on from the "
-        "last checkpoint; messages already queued (same msg_id) are skipped as duplicates.")
+    p = add_verb(sub, "ingest", _ingest, description=_INGEST_HELP,
+                 help="queue chat messages from a JSONL file (e.g. a WeCom chat-archive export)")
     p.add_argument("file", metavar="FILE.jsonl", help="the file to read")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="stop after N lines (the next run goes on from there)")
     p.add_argument("--restart", action="store_true",
                    help="ignore the saved position and read from the first line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(fn=_ingest)

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from app.commands import Verbs, add_verb, verb_group
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def _ledger_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
-def _ledger_apply(args: argparse.Namespace, settings: Settings) -> int:
+def _ledger_apply(_: argparse.Namespace, settings: Settings) -> int:
     services, ledger = _ledger(settings)
     try:
         n = ledger.catch_up()
@@ -104,47 +105,41 @@ def _ledger_apply(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+_VERIFY = ("Recompute every entry's hash from its content and the previous hash, check the "
+           "head's HMAC tag (a cut tail) and every beneficiary's copies. Exit 0 when intact; "
+           "else print the first edited, deleted or reordered entry and exit 1.")
+_HEAD = ("Print the ledger's head (the last entry's hash), its HMAC-SHA256 tag under "
+         "MINGPIAN_LEDGER_KEY and the entry count. Keep the line somewhere the store's writers "
+         "cannot reach; `audit verify --expect-head HASH` checks it later. Exit 1 if the tag "
+         "is invalid.")
+_REBUILD = ("Replay every stored order event and binding into a fresh plan and compare entries "
+            "and balances with the stored ledger. Exit 0 when identical, else print a diff and "
+            "exit 1. --write appends correction entries (never edits) so balances match the "
+            "replay, and replaces the referral graph with it.")
+
+
+def register(sub: Verbs) -> None:
     """Add this domain's verbs to the parser."""
-    audit = sub.add_parser("audit", help="check the rewards ledger",
-                           description="Audit the append-only, hash-chained rewards ledger.")
-    audit_sub = audit.add_subparsers(dest="audit_verb", required=True, metavar="VERB")
-    v = audit_sub.add_parser("verify", help="recompute the hash chain; name the first "
-                             "altered entry (exit 1)",
-                             description="Recompute every entry's hash from its content and "
-                             "the previous hash, check the head's HMAC tag (a cut tail) and "
-                             "every beneficiary's copies. Exit 0 when intact; else print the "
-                             "first edited, deleted or reordered entry and exit 1.")
+    audit = verb_group(sub, "audit", help="check the rewards ledger",
+                       description="Audit the append-only, hash-chained rewards ledger.")
+    v = add_verb(audit, "verify", _audit_verify, description=_VERIFY,
+                 help="recompute the hash chain; name the first altered entry (exit 1)")
     v.add_argument("--expect-head", metavar="HASH", default=None,
                    help="a head hash anchored earlier (`audit head`): it must still be in the "
                    "chain")
-    v.set_defaults(fn=_audit_verify)
-    h = audit_sub.add_parser("head", help="print the ledger's head, its HMAC tag and entry "
-                             "count, for anchoring elsewhere",
-                             description="Print the ledger's head (the last entry's hash), its "
-                             "HMAC-SHA256 tag under MINGPIAN_LEDGER_KEY and the entry count. "
-                             "Keep the line somewhere the store's writers cannot reach; "
-                             "`audit verify --expect-head HASH` checks it later. Exit 1 if "
-                             "the tag is invalid.")
+    h = add_verb(audit, "head", _audit_head, description=_HEAD,
+                 help="print the ledger's head, its HMAC tag and entry count, for anchoring "
+                 "elsewhere")
     h.add_argument("--sign", action="store_true",
                    help="(re-)sign the recorded head after checking the chain up to it: for "
                    "a ledger written before the head was keyed, or after a key rotation")
-    h.set_defaults(fn=_audit_head)
 
-    ledger = sub.add_parser("ledger", help="rebuild or apply the rewards ledger",
-                            description="Operate on the rewards ledger.")
-    ledger_sub = ledger.add_subparsers(dest="ledger_verb", required=True, metavar="VERB")
-    r = ledger_sub.add_parser("rebuild", help="replay the stored order events and bindings; "
-                              "compare with the stored ledger",
-                              description="Replay every stored order event and binding into "
-                              "a fresh plan and compare entries and balances with the stored "
-                              "ledger. Exit 0 when identical, else print a diff and exit 1. "
-                              "--write appends correction entries (never edits) so balances "
-                              "match the replay, and replaces the referral graph with it.")
+    ledger = verb_group(sub, "ledger", help="rebuild or apply the rewards ledger",
+                        description="Operate on the rewards ledger.")
+    r = add_verb(ledger, "rebuild", _ledger_rebuild, description=_REBUILD,
+                 help="replay the stored order events and bindings; compare with the stored "
+                 "ledger")
     r.add_argument("--write", action="store_true", help="append correction entries")
     r.add_argument("--max-diffs", type=int, default=20, help="entries to print (20)")
-    r.set_defaults(fn=_ledger_rebuild)
-    a = ledger_sub.add_parser("apply", help="apply order events accepted but not applied "
-                              "yet (after a crash)",
-                              description="Apply the backlog of accepted events.")
-    a.set_defaults(fn=_ledger_apply)
+    add_verb(ledger, "apply", _ledger_apply, description="Apply the backlog of accepted events.",
+             help="apply order events accepted but not applied yet (after a crash)")

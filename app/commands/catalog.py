@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.commands import Verbs, add_verb, verb_group
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,14 +88,19 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report.errors else 1
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+_SYNC_HELP = ("Fetch ?page=N&page_size=M&updated_since=T pages from the mall, embed the "
+              "items whose text changed and upsert them. Progress is committed page by page: an "
+              "interrupted run resumes where it stopped; a finished run makes the next one fetch "
+              "only what changed. Running serve processes pick the changes up by themselves.")
+_IMPORT_HELP = ("Validate and upsert items; invalid lines are reported by line number "
+                "and skipped (exit status 1), the rest are imported. --demo loads the bundled demo "
+                "catalog (about 150 items, three providers).")
+
+
+def register(sub: Verbs) -> None:
     """Add this domain's verbs to the parser."""
-    s = sub.add_parser(
-        "sync", help="pull the catalog from the mall's paged API (resumable, incremental)",
-        description="Fetch ?page=N&page_size=M&updated_since=T pages from the mall, embed the "
-        "items whose text changed and upsert them. Progress is committed page by page: an "
-        "interrupted run resumes where it stopped; a finished run makes the next one fetch "
-        "only what changed. Running serve processes pick the changes up by themselves.")
+    s = add_verb(sub, "sync", _sync, description=_SYNC_HELP,
+                 help="pull the catalog from the mall's paged API (resumable, incremental)")
     s.add_argument("--source", required=True, metavar="URL", help="the mall's catalog endpoint")
     s.add_argument("--page-size", type=int, default=200, help="items per page (200)")
     s.add_argument("--full", action="store_true",
@@ -107,17 +113,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="retries of a failed page, with exponential back-off (3)")
     s.add_argument("--threads", type=int, default=1, help=_THREADS_HELP)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.set_defaults(fn=_sync)
 
-    c = sub.add_parser("catalog", help="catalog maintenance: import items from JSONL")
-    csub = c.add_subparsers(dest="catalog_verb", required=True, metavar="ACTION")
-    i = csub.add_parser(
-        "import", help="upsert items from a JSONL file (one CONTRACTS §4 item per line)",
-        description="Validate and upsert items; invalid lines are reported by line number "
-        "and skipped (exit status 1), the rest are imported. --demo loads the bundled demo "
-        "catalog (about 150 items, three providers).")
+    csub = verb_group(sub, "catalog", help="catalog maintenance: import items from JSONL",
+                      metavar="ACTION")
+    i = add_verb(csub, "import", _import, description=_IMPORT_HELP,
+                 help="upsert items from a JSONL file (one CONTRACTS §4 item per line)")
     i.add_argument("file", nargs="?", metavar="FILE.jsonl")
     i.add_argument("--demo", action="store_true", help="import the bundled demo catalog")
     i.add_argument("--threads", type=int, default=1, help=_THREADS_HELP)
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
-    i.set_defaults(fn=_import)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.commands import Verbs
 from app.settings import Settings, WeComSettings
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def chat_path() -> Path:
 
 def _healthy(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == httpx.codes.OK
     except httpx.HTTPError:
         return False
 
@@ -103,7 +104,7 @@ def _demo_wecom(api_base: str) -> WeComSettings:
 
 def _post(c: httpx.Client, path: str, body: object) -> Any:
     r = c.post(path, json=body)
-    if r.status_code >= 400:
+    if r.status_code >= httpx.codes.BAD_REQUEST:
         raise SystemExit(f"POST {path} → {r.status_code}: {r.text[:300]}")
     return r.json()
 
@@ -196,9 +197,10 @@ def _run(target: Target, standin: WeComStandIn | None, out: Path) -> int:
             share = _post(c, f"/v1/cards/{card['id']}/shares", {"sharer_id": fields["staff_id"]})
             poster = c.get(f"/c/{card['id']}/poster.png")
             path = out / f"poster-{fields['staff_id']}.png"
-            if poster.status_code == 200:
+            drawn = poster.status_code == httpx.codes.OK
+            if drawn:
                 path.write_bytes(poster.content)
-            cards.append((fields, card, share, path if poster.status_code == 200 else None))
+            cards.append((fields, card, share, path if drawn else None))
         print(f"2. cards: {', '.join(f[0]['name'] for f in cards)}")
 
         lines = [json.loads(x) for x in chat_path().read_text().splitlines() if x.strip()]
@@ -227,7 +229,7 @@ def _summary(c: httpx.Client, lines: list[dict[str, Any]],
     print("\n== 各群最近在聊什么 (group profiles) ==")
     for gid in by_group:
         r = c.get(f"/v1/groups/{gid}/profile")
-        prof = r.json() if r.status_code == 200 else {}
+        prof = r.json() if r.status_code == httpx.codes.OK else {}
         print(f"  {GROUP_NAMES.get(gid, gid)} ({gid}, {prof.get('message_count', 0)} 条): "
               f"{_tags(prof, 6)}")
     print("\n== 几位群成员的画像与推荐 (member profiles → recommendations) ==")
@@ -256,7 +258,7 @@ def _summary(c: httpx.Client, lines: list[dict[str, Any]],
         print(f"      poster: {poster.resolve() if poster else '(not rendered)'}")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Verbs) -> None:
     """Add `mingpian demo`."""
     d = sub.add_parser(
         "demo", help="load the demo catalog, replay a bundled group chat through the signed "

@@ -66,6 +66,13 @@ class _Candidate:
     base_cents: int
     amount_cents: int
 
+    @classmethod
+    def at_rate(cls, rule: Rule, *, beneficiary: str, rate_bp: int, base_cents: int
+                ) -> _Candidate:
+        """Return the candidate paying rate_bp of base_cents (rounded down) to beneficiary."""
+        return cls(rule, beneficiary, rate_bp, base_cents,
+                   base_cents * rate_bp // BP_DENOMINATOR)
+
 
 class PlanEngine:
     """Applies bindings and order events to the plan state and drafts the ledger entries."""
@@ -271,39 +278,19 @@ class PlanEngine:
         if buyer.referrer is not None:
             referrer = state.get_user(buyer.referrer)
             if referrer is not None and referrer.role != "member":
-                found.append(
-                    _Candidate(
-                        rule="direct",
-                        beneficiary=referrer.user_id,
-                        rate_bp=limits.direct_bp,
-                        base_cents=eligible,
-                        amount_cents=eligible * limits.direct_bp // BP_DENOMINATOR,
-                    )
-                )
+                found.append(_Candidate.at_rate("direct", beneficiary=referrer.user_id,
+                                                rate_bp=limits.direct_bp, base_cents=eligible))
         # Only an agent buyer in a team yields team and peer rewards (not members, not bosses).
         if buyer.role == "agent" and buyer.boss is not None and buyer.boss != buyer.user_id:
-            team_cents = eligible * limits.team_bp // BP_DENOMINATOR
-            found.append(
-                _Candidate(
-                    rule="team",
-                    beneficiary=buyer.boss,
-                    rate_bp=limits.team_bp,
-                    base_cents=eligible,
-                    amount_cents=team_cents,
-                )
-            )
+            team = _Candidate.at_rate("team", beneficiary=buyer.boss, rate_bp=limits.team_bp,
+                                      base_cents=eligible)
+            found.append(team)
             boss = state.get_user(buyer.boss)
             if boss is not None and boss.origin_boss is not None:
                 # The peer reward's base is the team amount before compliance cuts.
-                found.append(
-                    _Candidate(
-                        rule="peer",
-                        beneficiary=boss.origin_boss,
-                        rate_bp=limits.peer_bp,
-                        base_cents=team_cents,
-                        amount_cents=team_cents * limits.peer_bp // BP_DENOMINATOR,
-                    )
-                )
+                found.append(_Candidate.at_rate("peer", beneficiary=boss.origin_boss,
+                                                rate_bp=limits.peer_bp,
+                                                base_cents=team.amount_cents))
         return [c for c in found if c.beneficiary != buyer.user_id]
 
     def _rewards(

@@ -9,11 +9,16 @@ every refusal before it changes anything, so a refused event leaves the buffer a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from cards.plan.records import JSONDict, OrderRecord, UserNode
 
 NS_USER = "plan.user"
 NS_ORDER = "plan.order"
+
+_R = TypeVar("_R", bound=BaseModel)
 
 # (namespace, key) -> the stored document, or None.
 Loader = Callable[[str, str], JSONDict | None]
@@ -36,10 +41,7 @@ class PlanState:
 
     def get_user(self, user_id: str) -> UserNode | None:
         """Return the user (the buffered object: changes to it need `put_user`), or None."""
-        if user_id not in self._users:
-            doc = self._load(NS_USER, user_id)
-            self._users[user_id] = None if doc is None else UserNode.model_validate(doc)
-        return self._users[user_id]
+        return self._get(self._users, NS_USER, user_id, UserNode)
 
     def user(self, user_id: str) -> UserNode:
         """Return the user, a new member if never seen (written only once `put_user`)."""
@@ -55,10 +57,14 @@ class PlanState:
 
     def get_order(self, order_id: str) -> OrderRecord | None:
         """Return the order (the buffered object), or None."""
-        if order_id not in self._orders:
-            doc = self._load(NS_ORDER, order_id)
-            self._orders[order_id] = None if doc is None else OrderRecord.model_validate(doc)
-        return self._orders[order_id]
+        return self._get(self._orders, NS_ORDER, order_id, OrderRecord)
+
+    def _get(self, cache: dict[str, _R | None], ns: str, key: str, model: type[_R]
+             ) -> _R | None:
+        if key not in cache:
+            doc = self._load(ns, key)
+            cache[key] = None if doc is None else model.model_validate(doc)
+        return cache[key]
 
     def put_order(self, order: OrderRecord) -> None:
         """Buffer the order as changed."""

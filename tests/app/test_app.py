@@ -102,7 +102,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINGPIAN_WECOM__TOKEN", "QDG6eK")
     monkeypatch.setenv("MINGPIAN_WECOM__AES_KEY", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C")
     monkeypatch.setenv("MINGPIAN_PLAN__MAX_LEVELS", "5")
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     assert s.redis_url is None
     assert s.api_key_list() == ["a", "b"]
     assert s.wecom is not None and s.wecom.corp_id == "wx5823bf96d3bd56c7"

@@ -54,11 +54,18 @@ def _sqlite(settings: Settings) -> sqlite3.Connection:
     return sqlite3.connect(settings.data_dir / "mingpian.db", isolation_level=None)
 
 
+def _lindex(r: redis.Redis[str], index: int) -> str:
+    """Return ledger entry index (0-based); the test only asks for ones it wrote."""
+    entry = r.lindex(REDIS_LEDGER, index)
+    assert entry is not None
+    return entry
+
+
 def edit(settings: Settings, seq: int) -> None:
     """Raise the amount of entry seq by one yuan."""
     if settings.redis_url:
         r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        row = json.loads(r.lindex(REDIS_LEDGER, seq - 1))
+        row = json.loads(_lindex(r, seq - 1))
         row["amount_cents"] += 100
         r.lset(REDIS_LEDGER, seq - 1, json.dumps(row, ensure_ascii=False))
         return
@@ -85,7 +92,7 @@ def swap(settings: Settings, seq: int) -> None:
     """Swap entries seq and seq + 1."""
     if settings.redis_url:
         r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        a, b = r.lindex(REDIS_LEDGER, seq - 1), r.lindex(REDIS_LEDGER, seq)
+        a, b = _lindex(r, seq - 1), _lindex(r, seq)
         r.lset(REDIS_LEDGER, seq - 1, b)
         r.lset(REDIS_LEDGER, seq, a)
         return

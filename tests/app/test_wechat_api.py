@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.types import Message, Scope
 
 from app.main import MingpianApp, create_app
 from app.services import INBOX
@@ -235,40 +238,97 @@ def test_sample_keys_are_the_configured_ones() -> None:
                                          "wx5823bf96d3bd56c7")
 
 
-def _answer(c: TestClient, path: str, query: dict[str, str], body: bytes
-            ) -> tuple[int, bytes, str | None]:
-    r = c.post(path, params=query, content=body)
-    return r.status_code, r.content, r.headers.get("content-type")
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
 
 
-def test_the_fast_path_answers_exactly_as_the_routes(tmp_path: Path, oa_mode: str) -> None:
-    """The callbacks' fast path (CallbackFastPath) and the FastAPI routes it stands in
-    front of give the same status, body and content type, for good and hostile input."""
-    cases: list[tuple[str, dict[str, str], bytes]] = [
-        ("/wecom/callback", q, b) for q, b, _ in _hostile_cases().values()]
-    cases.append(("/wecom/callback", *wecom_post(message_xml())))
-    cases.append(("/wechat/callback", *wechat_post(message_xml(content="x"))))
-    cases.append(("/wechat/callback", *wechat_post(message_xml(content="y"), encrypted=False)))
-    cases.append(("/wechat/callback", {"signature": "0" * 40}, b"<xml/>"))
-    answers: dict[bool, list[tuple[int, bytes, str | None]]] = {}
+def test_callbacks_answer_with_status_body_and_type(tmp_path: Path, oa_mode: str) -> None:
+    """Every callback POST, good or hostile, gets its status, body and content type from the
+    one answering path (app/api/wechat.py CallbackPosts), and is counted in /metrics."""
     plain_ok = oa_mode == "plaintext"  # safe and compatible refuse the plaintext one
-    for fast in (True, False):
-        app = create_app(bot_settings(tmp_path / f"data-{fast}", wechat=wechat_config(oa_mode)))
-        if not fast:
-            app.fast_path = None
-        with TestClient(app, client=LOOPBACK) as c:
-            answers[fast] = [_answer(c, path, q, b) for path, q, b in cases]
-            assert depth(c) == (3 if plain_ok else 2)  # the good ones
-            metrics = c.get("/metrics").text
-            assert 'mingpian_http_requests_total{route="/wecom/callback",status="200"} 1.0' \
-                in metrics
-            assert 'route="/wecom/callback",status="400"' in metrics
-    assert answers[True] == answers[False]
-    assert [a[0] for a in answers[True]][-4:] == [200, 200, 200 if plain_ok else 403, 403]
+    app = create_app(bot_settings(tmp_path / "data", wechat=wechat_config(oa_mode)))
+    with TestClient(app, client=LOOPBACK) as c:
+        for case, (q, b, status) in _hostile_cases().items():
+            r = c.post("/wecom/callback", params=q, content=b)
+            assert (r.status_code, r.headers.get("content-type")) == (status, JSON), case
+            assert r.json()["error"]["code"] in {"forbidden", "bad_request",
+                                                 "payload_too_large"}, case
+        r = c.post("/wecom/callback", params=(w := wecom_post(message_xml()))[0], content=w[1])
+        assert (r.status_code, r.content, r.headers.get("content-type")) == (200, b"", None)
+        assert r.headers["content-length"] == "0"
+        q, b = wechat_post(message_xml(content="x"))
+        r = c.post("/wechat/callback", params=q, content=b)
+        assert (r.status_code, r.content, r.headers.get("content-type")) == (200, b"success",
+                                                                              TEXT)
+        q, b = wechat_post(message_xml(content="y"), encrypted=False)
+        r = c.post("/wechat/callback", params=q, content=b)
+        if plain_ok:
+            assert (r.status_code, r.content, r.headers.get("content-type")) == (
+                200, b"success", TEXT)
+        else:
+            assert (r.status_code, r.headers.get("content-type")) == (403, JSON)
+            assert r.json()["error"]["code"] == "forbidden"
+        r = c.post("/wechat/callback", params={"signature": "0" * 40}, content=b"<xml/>")
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden")
+        assert depth(c) == (3 if plain_ok else 2)  # the good ones
+        metrics = c.get("/metrics").text
+    assert 'mingpian_http_requests_total{route="/wecom/callback",status="200"} 1.0' in metrics
+    for code in ("400", "403", "413"):
+        assert f'route="/wecom/callback",status="{code}"' in metrics
+    assert 'mingpian_http_requests_total{route="/wechat/callback",status="403"}' in metrics
+    assert 'mingpian_http_request_seconds_count{route="/wecom/callback"}' in metrics
 
 
-def test_the_fast_path_leaves_other_requests_to_the_app(client: TestClient) -> None:
-    assert isinstance(client.app, MingpianApp) and client.app.fast_path is not None
+def test_a_streamed_body_over_the_cap_is_413_without_content_length(client: TestClient
+                                                                    ) -> None:
+    q, _ = wecom_post(message_xml())
+    before = depth(client)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"<xml><Encrypt>"
+        yield b"A" * (64 * 1024)
+        yield b"</Encrypt></xml>"
+
+    r = client.post("/wecom/callback", params=q, content=chunks())
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+    assert depth(client) == before
+
+
+def test_a_client_gone_before_its_body_gets_no_answer(client: TestClient) -> None:
+    assert isinstance(client.app, MingpianApp)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/wecom/callback",
+                    "query_string": b"", "headers": [], "state": {}}
+    assert asyncio.run(client.app.callbacks.handle(scope, receive, send)) is True
+    assert sent == []
+
+
+def test_other_requests_go_to_the_app(client: TestClient) -> None:
+    assert isinstance(client.app, MingpianApp)
     assert client.put("/wecom/callback", content=b"<xml/>").status_code == 405
     assert client.get("/wecom/callback", params=VERIFY).status_code == 200
     assert client.post("/wecom/callback/", content=b"", follow_redirects=False).status_code == 307
+    # No FastAPI route answers a callback POST: CallbackPosts is the only copy.
+    posts = [r.path for r in client.app.routes
+             if isinstance(r, APIRoute) and "POST" in (r.methods or ())]
+    assert "/wecom/callback" not in posts and "/wechat/callback" not in posts
+
+
+def test_openapi_lists_the_callback_posts(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, query in (("/wecom/callback", {"msg_signature", "timestamp", "nonce"}),
+                        ("/wechat/callback", {"signature", "timestamp", "nonce",
+                                              "encrypt_type", "msg_signature", "openid"})):
+        assert set(paths[path]) == {"get", "post"}
+        post = paths[path]["post"]
+        assert post["tags"] == ["wechat"]
+        assert {p["name"] for p in post["parameters"]} == query
+        assert "text/xml" in post["requestBody"]["content"]

@@ -8,7 +8,8 @@ import pytest
 
 from app.services import INBOX
 from bot.callback import parse_xml
-from bot.handlers import EVENTS_NS, UNKNOWN_NS, message_from_platform, safe_id
+from bot.dedup import safe_id
+from bot.handlers import EVENTS_NS, UNKNOWN_NS, message_from_platform
 from bot.inbox import KIND_PLATFORM
 from tests.bot.support import (
     bot_app,

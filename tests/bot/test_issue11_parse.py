@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from bot.callback import MAX_ELEMENTS, OfficialAccountCallback, WeComCallback, parse_xml
+from bot.callback import (
+    MAX_ELEMENTS,
+    OfficialAccountCallback,
+    OfficialAccountMode,
+    WeComCallback,
+    parse_xml,
+)
 from models.errors import BadRequestError, ForbiddenError
 from tests.bot.support import (
     AES_KEY,
@@ -50,15 +56,19 @@ def test_point1_element_cap() -> None:
         wecom.open(body, **query)
 
 
-def _oa(mode: str | None, aes_key: str | None = OA_AES_KEY) -> OfficialAccountCallback:
-    return OfficialAccountCallback(token=OA_TOKEN, app_id=OA_APP_ID, aes_key=aes_key,
-                                   mode=mode)  # type: ignore[arg-type]
+ENCRYPTED_MODES: tuple[OfficialAccountMode, ...] = ("safe", "compatible")
+MODES: tuple[OfficialAccountMode, ...] = ("plaintext", *ENCRYPTED_MODES)
+
+
+def _oa(mode: OfficialAccountMode | None,
+        aes_key: str | None = OA_AES_KEY) -> OfficialAccountCallback:
+    return OfficialAccountCallback(token=OA_TOKEN, app_id=OA_APP_ID, aes_key=aes_key, mode=mode)
 
 
 def test_point2_mode_defaults_and_refusals() -> None:
     assert _oa(None).mode == "safe"
     assert _oa(None, aes_key=None).mode == "plaintext"
-    for mode in ("safe", "compatible"):
+    for mode in ENCRYPTED_MODES:
         with pytest.raises(ValueError, match=f"{mode} mode needs an EncodingAESKey"):
             _oa(mode, aes_key=None)
     query, body = wechat_post(message_xml(sender="o-real"), encrypted=False)
@@ -67,11 +77,11 @@ def test_point2_mode_defaults_and_refusals() -> None:
     assert _oa("plaintext").open(body, **fields, openid="o-real")["FromUserName"] == "o-real"
     with pytest.raises(ForbiddenError, match="openid"):
         _oa("plaintext").open(body, **fields, openid="o-other")
-    for derived in ("safe", "compatible", None):
+    for derived in (*ENCRYPTED_MODES, None):
         with pytest.raises(ForbiddenError, match="only encrypted"):
             _oa(derived).open(body, **fields)
     query, body = wechat_post(message_xml(sender="o-real"))
-    for mode in ("plaintext", "safe", "compatible"):
+    for mode in MODES:
         opened = _oa(mode).open(body, signature=query["signature"],
                                 timestamp=query["timestamp"], nonce=query["nonce"],
                                 encrypt_type="aes", msg_signature=query["msg_signature"],

@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.services import INBOX, Services
-from bot.replies import REPLY_LOG, is_quiet, looks_like_question, mentions
+from bot.replies import REPLY_LOG, is_quiet, looks_like_question
+from bot.routing import mentions
 from catalog_sync.loader import demo_catalog_path
 from models.catalog import CatalogItem
 from tests.bot.fake_wecom import FakeWeCom

@@ -63,7 +63,8 @@ def _in_flight(store: Store, backend: str, target: str) -> int:
     if backend == "redis":
         r = redis.Redis.from_url(target)
         try:
-            return int(r.xpending(f"mp:{{q:{INBOX}}}:s", "w")["pending"])
+            # types-redis leaves Redis.xpending() unannotated; the raw command parses the same.
+            return int(r.execute_command("XPENDING", f"mp:{{q:{INBOX}}}:s", "w")["pending"])
         finally:
             r.close()
     db = sqlite3.connect(Path(target) / "mingpian.db")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cards.orders import PlanLedger
-from cards.plan import OrderEvent, OrderItem, OrderStatus, PlanConfig
+from cards.plan import BindPolicy, OrderEvent, OrderItem, OrderStatus, PlanConfig
 from cards.share import Shares
 from store import Store
 
@@ -28,11 +28,11 @@ class Clock:
         self.t += seconds
 
 
-def make_ledger(store: Store, clock: Clock, *, policy: str = "first", window_days: int = 30,
+def make_ledger(store: Store, clock: Clock, *, policy: BindPolicy = "first", window_days: int = 30,
                 config: PlanConfig | None = None) -> tuple[PlanLedger, Shares]:
     """Return a plan ledger and the share codes it resolves, over store."""
     shares = Shares(store, secret=SECRET, tz_offset_hours=8, clock=clock)
-    ledger = PlanLedger(store, config=config or PlanConfig(), policy=policy,  # type: ignore[arg-type]
+    ledger = PlanLedger(store, config=config or PlanConfig(), policy=policy,
                         window_days=window_days, resolve_code=shares.sharer_of, clock=clock)
     return ledger, shares
 

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from cards.orders import InvalidOrderError, LedgerIntegrityError, PlanLedger
-from cards.plan import MemoryPlanState, OrderEvent, OrderItem, PlanConfig, PlanEngine
+from cards.orders import LedgerIntegrityError, PlanLedger
+from cards.plan import (
+    InvalidOrderError,
+    MemoryPlanState,
+    OrderEvent,
+    OrderItem,
+    PlanConfig,
+    PlanEngine,
+)
 from cards.share import Shares
 from store import Store
 from tests.cards.support import DAY, SECRET, T0, Clock, make_ledger, order

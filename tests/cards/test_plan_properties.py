@@ -347,9 +347,12 @@ def check_graph(users: dict[str, dict[str, object]]) -> None:
             assert list(team) == []
         if doc["role"] == "agent" and doc["boss"] is not None:
             boss = users[str(doc["boss"])]
-            assert boss["role"] == "boss" and user_id in boss["team"]  # type: ignore[operator]
+            boss_team = boss["team"]
+            assert isinstance(boss_team, Sequence)
+            assert boss["role"] == "boss" and user_id in boss_team
         if doc["role"] == "member":
             assert doc["boss"] is None
         referrer = doc["referrer"]
         if referrer is not None:
-            assert user_id in users[str(referrer)]["direct_referrals"]  # type: ignore[operator]
+            direct = users[str(referrer)]["direct_referrals"]
+            assert isinstance(direct, Sequence) and user_id in direct

@@ -24,12 +24,13 @@ from cards.plan import (
     replay,
 )
 from cards.plan_store import APPLIED, LOG_EVENTS, LOG_LEDGER, Outcome
+from cards.share import Shares
 from models.errors import ConflictError
 from store import Batch, Store
 from tests.cards.support import DAY, T0, Clock, credits, make_ledger, order
 
 
-def _team(ledger: PlanLedger, shares, clock: Clock) -> dict[str, str]:
+def _team(ledger: PlanLedger, shares: Shares, clock: Clock) -> dict[str, str]:
     """boss B (made by the "+1"), agents A1..A3 under it; returns each user's share code."""
     codes = {u: shares.create(card_id="card-1", sharer_id=u).code
              for u in ("root", "B", "A1", "A2", "A3")}
@@ -194,7 +195,8 @@ def test_erasure_keeps_the_chain_and_unlinks_the_user(store: Store) -> None:
     assert a3_before.entries
     assert ledger.erase_user("A3")
     assert ledger.rewards("A3").entries == []
-    assert ledger.referrals("m1").referrer.startswith(PSEUDONYM_PREFIX)
+    referrer = ledger.referrals("m1").referrer
+    assert referrer is not None and referrer.startswith(PSEUDONYM_PREFIX)
     assert ledger.verify().ok
     assert ledger.rebuild().identical
     # The buyer is erased too; a later refund of its order still reverses B's team reward.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-import cards.render as render
+from cards import render
 from cards.items import CardItem
 from cards.render import (
     FontMissingError,
@@ -24,13 +25,12 @@ from cards.repo import Card
 EVIL = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
 
-def _card(**kw: object) -> Card:
-    base: dict[str, object] = dict(
-        id="c1", staff_id="s1", name="王小明", title="母婴顾问", company="上海好孕母婴",
-        phone="13800138000", avatar_url="", bio="十年母婴经验，专注辅食与睡眠。",
+def _card(*, name: str = "王小明", title: str = "母婴顾问", company: str = "上海好孕母婴",
+          bio: str = "十年母婴经验，专注辅食与睡眠。") -> Card:
+    return Card(
+        id="c1", staff_id="s1", name=name, title=title, company=company,
+        phone="13800138000", avatar_url="", bio=bio,
         provider_id="sh-01", wecom_user_id="wangxm", created_at="", updated_at="", version=1)
-    base.update(kw)
-    return Card(**base)  # type: ignore[arg-type]
 
 
 ITEMS = [CardItem("sku-1", "有机高铁米粉 6月+", "https://mall.example.com/p/sku-1", 6900,
@@ -76,7 +76,8 @@ def test_no_cjk_font_fails_loudly_instead_of_drawing_boxes(monkeypatch: pytest.M
     latin = tmp_path / "latin.ttf"
     latin.write_bytes(b"not a font")
     monkeypatch.setattr(render, "FONT_CANDIDATES", (str(latin),))
-    monkeypatch.setattr(render.shutil, "which", lambda _: None)
+    # render looks fc-match up through shutil.which: the same module object.
+    monkeypatch.setattr(shutil, "which", lambda _: None)
     clear_font_cache()
     try:
         with pytest.raises(FontMissingError, match="fonts-wqy-microhei"):

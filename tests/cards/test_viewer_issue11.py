@@ -3,11 +3,12 @@ and once-a-day clicks (point 4), and the cached font look-up (point 5)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-import cards.render as render
+from cards import render
 from cards.render import FontMissingError, clear_font_cache, find_cjk_font
 from cards.share import NS_BYVISITOR, NS_VISIT, Shares, local_day
 from cards.viewer import ViewerKeys, Visitor
@@ -120,10 +121,9 @@ def test_point5_failed_font_lookup_is_cached(monkeypatch: pytest.MonkeyPatch,
 
     def which(name: str) -> None:
         calls.append(name)
-        return None
 
     monkeypatch.setattr(render, "FONT_CANDIDATES", (str(latin),))
-    monkeypatch.setattr(render.shutil, "which", which)
+    monkeypatch.setattr(shutil, "which", which)  # the module render calls
     clear_font_cache()
     try:
         for _ in range(3):

@@ -25,7 +25,8 @@ def dump_store(store: Store) -> str:
     r = store.r
     out = []
     for key in r.scan_iter("*"):
-        kind = r.type(key)
+        # types-redis leaves Redis.type() unannotated; the raw command answers the same.
+        kind = r.execute_command("TYPE", key)
         if kind == "string":
             value: object = r.get(key)
         elif kind == "hash":

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from catalog.feed import IndexEntry
 from catalog.repo import CHANGES, CatalogRepo
 from models.catalog import CatalogItem
-from nlp.index import IndexEntry, VectorIndex
+from nlp.index import VectorIndex
 from store.base import Store
 from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import CountingEmbedder, item
@@ -175,7 +176,7 @@ class _SlowFeed:
         self.gate.wait(10)
         return self.repo.entries(ids)
 
-    def iter_entries(self):  # type: ignore[no-untyped-def]
+    def iter_entries(self) -> Iterator[IndexEntry]:
         return self.repo.iter_entries()
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from models.messages import ChatMessage
-from nlp.profile import NS_USER, ProfileRepo, decay, decode_vector, encode_vector
+from models.vectors import decode_vector, encode_vector
+from nlp.profile import NS_USER, VECTOR_PRECISION, ProfileRepo, decay
 from nlp.tagging import TagHit, TagResult
 from store.base import Store
 from tests.nlp.conftest import unit
@@ -110,8 +111,9 @@ def test_interest_is_the_decayed_mean_of_embeddings(repo: ProfileRepo) -> None:
 
 def test_vectors_are_stored_compactly() -> None:
     v = unit(3)
-    text = encode_vector(v)
-    assert len(text) < 1400 and np.allclose(decode_vector(text), v, atol=1e-3)
+    text = encode_vector(v, precision=VECTOR_PRECISION)
+    assert len(text) < 1400
+    assert np.allclose(decode_vector(text, precision=VECTOR_PRECISION), v, atol=1e-3)
 
 
 def test_groups_aggregate_their_members(repo: ProfileRepo) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from catalog.repo import CatalogRepo
 from catalog_sync.loader import demo_catalog_path
 from models.catalog import CatalogItem
 from nlp.recommend import Recommender, clauses, mmr_order
@@ -112,11 +113,12 @@ def test_an_index_behind_the_store_never_leaks(rec: Recommender, profiles: Profi
     profiles.by_key[("user", "u1")] = Prof(tags=[TagW("睡眠", 1.0)])
     first = rec.for_user("u1", k=3, diversity=0.0).items[0].id
     repo = rec.items
+    assert isinstance(repo, CatalogRepo)
     it = BY_ID[first]
-    repo.upsert([it.model_copy(update={"active": False, "updated_at": None})])  # type: ignore[attr-defined]
+    repo.upsert([it.model_copy(update={"active": False, "updated_at": None})])
     # No refresh: the index still lists it, the final check against the store drops it.
     assert first not in [r.id for r in rec.for_user("u1", k=10).items]
-    repo.delete("course-2010")  # type: ignore[attr-defined]
+    repo.delete("course-2010")
     assert "course-2010" not in [r.id for r in rec.for_user("u1", k=40).items]
 
 

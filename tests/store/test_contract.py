@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from store.base import Batch, CommitResult, Store
+from tests.support import StoreClock
+
+# Just past a 1 s TTL, the shortest the store takes: Redis (EX 1) really waits this long,
+# SQLite only moves its clock.
+PAST_1S = 1.05
 
 
 def test_records_put_get_versions_delete(store: Store) -> None:
@@ -111,11 +115,11 @@ def test_commit_version_checks_come_before_once_markers(store: Store) -> None:
     assert store.seen_once("profile", ["p-1", "p-2", "p-3"]) == {"p-1", "p-2"}
 
 
-def test_once_all_markers_expire(store: Store) -> None:
+def test_once_all_markers_expire(store: Store, store_clock: StoreClock) -> None:
     b = Batch(incrs=[("effects.n", "k", 1)], once_all=["short-1", "short-2"], once_ttl_s=1)
     assert store.commit(b) is CommitResult.OK
     assert store.seen_once("effects", ["short-1", "short-2"]) == {"short-1", "short-2"}
-    time.sleep(1.2)
+    store_clock.advance(PAST_1S)
     assert store.seen_once("effects", ["short-1", "short-2"]) == set()
     assert store.commit(b) is CommitResult.OK
     assert store.counters("effects.n") == {"k": 2}
@@ -158,18 +162,18 @@ def test_commit_refuses_two_families(store: Store) -> None:
         store.commit(Batch(puts=[("a.x", "1", {}), ("b.x", "1", {})]))
 
 
-def test_record_ttl(store: Store) -> None:
+def test_record_ttl(store: Store, store_clock: StoreClock) -> None:
     store.put("tokens.wecom", "t", {"v": "x"}, ttl_s=1)
     assert store.get("tokens.wecom", "t") is not None
-    time.sleep(1.2)
+    store_clock.advance(PAST_1S)
     assert store.get("tokens.wecom", "t") is None
 
 
-def test_first_seen_dedup_and_ttl(store: Store) -> None:
+def test_first_seen_dedup_and_ttl(store: Store, store_clock: StoreClock) -> None:
     assert store.first_seen("wecom:msg:1", 60) is True
     assert store.first_seen("wecom:msg:1", 60) is False
     assert store.first_seen("wecom:msg:2", 1) is True
-    time.sleep(1.2)
+    store_clock.advance(PAST_1S)
     assert store.first_seen("wecom:msg:2", 1) is True
     store.forget("wecom:msg:1")
     assert store.first_seen("wecom:msg:1", 60) is True
@@ -209,22 +213,23 @@ def test_queue_concurrent_duplicate_enqueues_keep_one(store: Store) -> None:
     assert results.count(True) == 1 and store.queue_depth("q3") == 1
 
 
-def test_queue_redelivers_after_visibility_timeout(store: Store) -> None:
+def test_queue_redelivers_after_visibility_timeout(store: Store,
+                                                  store_clock: StoreClock) -> None:
     store.enqueue("q4", {"n": 1})
     first = store.claim("q4", consumer="dead", max_items=10, visibility_s=0.3)
     assert len(first) == 1
     assert store.claim("q4", consumer="live", max_items=10, visibility_s=0.3) == []
-    time.sleep(0.45)
+    store_clock.advance(0.35)
     # Every consumer of a queue uses the same visibility timeout (a setting).
     again = store.claim("q4", consumer="live", max_items=10, visibility_s=0.3)
     assert [i.payload for i in again] == [{"n": 1}] and again[0].attempts == 2
 
 
-def test_queue_dead_letter_after_max_attempts(store: Store) -> None:
+def test_queue_dead_letter_after_max_attempts(store: Store, store_clock: StoreClock) -> None:
     store.enqueue("q5", {"n": "poison"})
     dead = False
     for _ in range(3):
-        time.sleep(0.12)
+        store_clock.advance(0.12)
         items = store.claim("q5", consumer="c", max_items=1, visibility_s=0.1)
         assert len(items) == 1
         dead = store.fail("q5", items[0], error="boom", max_attempts=3)
@@ -250,7 +255,7 @@ def test_counters(store: Store) -> None:
     assert store.counters("stats.views") == {"sku-1": 5, "sku-2": 1}
 
 
-def test_lock_excludes_and_expires(store: Store) -> None:
+def test_lock_excludes_and_expires(store: Store, store_clock: StoreClock) -> None:
     with store.lock("refresh", ttl_s=5, wait_s=0) as got:
         assert got is True
         with store.lock("refresh", ttl_s=5, wait_s=0.05) as other:
@@ -258,7 +263,7 @@ def test_lock_excludes_and_expires(store: Store) -> None:
     with store.lock("refresh", ttl_s=0.2, wait_s=0) as got2:
         assert got2 is True
     with store.lock("short", ttl_s=0.2, wait_s=0):
-        time.sleep(0.3)
+        store_clock.advance(0.25)
         with store.lock("short", ttl_s=1, wait_s=0) as stolen:
             assert stolen is True
 
@@ -310,10 +315,10 @@ def test_enqueue_many_dedups_each_item(store: Store) -> None:
     assert [i.payload["m"] for i in items] == ["a", "b", "free1", "c", "free1", "d"]
 
 
-def test_enqueue_many_dedup_keys_expire(store: Store) -> None:
+def test_enqueue_many_dedup_keys_expire(store: Store, store_clock: StoreClock) -> None:
     assert store.enqueue_many("qm4", [({"n": 1}, "k")], dedup_ttl_s=1) == [True]
     assert store.enqueue("qm4", {"n": 2}, dedup_key="k", dedup_ttl_s=1) is False
-    time.sleep(1.2)
+    store_clock.advance(PAST_1S)
     assert store.enqueue_many("qm4", [({"n": 3}, "k"), ({"n": 4}, "k")], dedup_ttl_s=1) \
         == [True, False]
     assert store.queue_depth("qm4") == 2
@@ -436,11 +441,12 @@ def test_point2_delete_queued_removes_waiting_claimed_and_dead_items(store: Stor
     assert store.dead_letters("inbox") == []
 
 
-def test_point5_purge_expired_drops_expired_records(store: Store) -> None:
+def test_point5_purge_expired_drops_expired_records(store: Store,
+                                                    store_clock: StoreClock) -> None:
     store.put("tokens.wecom", "short", {"v": 1}, ttl_s=1)
     store.put("tokens.wecom", "kept", {"v": 2})
     store.first_seen("dedup:1", 1)
-    time.sleep(1.2)
+    store_clock.advance(PAST_1S)
     store.purge_expired()
     assert store.count("tokens.wecom") == 1
     assert [k for k, _ in store.scan("tokens.wecom")] == ["kept"]
