@@ -25,7 +25,8 @@ from tqdm import tqdm
 from catalog.repo import CatalogRepo, PreparedUpsert, UpsertStats
 from catalog_sync.loader import ItemError, split_valid
 from catalog_sync.source import MallSource, Page
-from models.catalog import CatalogItem, format_rfc3339
+from models.catalog import CatalogItem
+from models.times import format_rfc3339
 
 log = logging.getLogger("mingpian.sync")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from models.ids import Id
+from models.times import as_utc, format_rfc3339
 
 ItemKind = Literal["product", "course"]
 KINDS: tuple[ItemKind, ...] = ("product", "course")
@@ -45,20 +46,11 @@ def _check_http_url(value: str) -> str:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def format_rfc3339(value: datetime) -> str:
-    """Return an RFC 3339 UTC string with a Z suffix (no microseconds unless present)."""
-    return _utc(value).isoformat().replace("+00:00", "Z")
-
-
 HttpUrlStr = Annotated[str, AfterValidator(_check_http_url)]
 Cents = Annotated[int, Field(ge=0, le=MAX_CENTS, strict=True)]
 Stock = Annotated[int, Field(ge=0, le=10**9, strict=True)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_rfc3339)]
+Timestamp = Annotated[datetime, AfterValidator(as_utc), PlainSerializer(format_rfc3339)]
 
 
 class Availability(BaseModel):
