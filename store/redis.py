@@ -291,8 +291,9 @@ class RedisStore:
         n = 0
         for ns in sorted(self._call(lambda: self.r.smembers(self._ttl_set()))):
             ik = self._ik(ns)
-            for i in range(0, 1 << 62, _PAGE):
-                keys = self._call(lambda i=i, ik=ik: self.r.zrange(ik, i, i + _PAGE - 1))
+            start = 0
+            while True:
+                keys = self._call(lambda s=start, ik=ik: self.r.zrange(ik, s, s + _PAGE - 1))
                 if not keys:
                     break
                 pipe = self.r.pipeline(transaction=False)
@@ -304,6 +305,9 @@ class RedisStore:
                     n += int(self._call(lambda ik=ik, g=gone: self.r.zrem(ik, *g)))
                 if len(keys) < _PAGE:
                     break
+                # What was removed shifted the rest down: the next page starts that much
+                # earlier, or every page after the first skips len(gone) entries.
+                start += _PAGE - len(gone)
         return n
 
     # -- queue -----------------------------------------------------------------

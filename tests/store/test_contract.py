@@ -452,3 +452,15 @@ def test_point5_purge_expired_drops_expired_records(store: Store,
     assert [k for k, _ in store.scan("tokens.wecom")] == ["kept"]
     assert store.first_seen("dedup:1", 60) is True
     assert store.purge_expired() == 0  # nothing more to do
+
+
+def test_point5_purge_expired_clears_more_than_a_page(store: Store,
+                                                      store_clock: StoreClock) -> None:
+    # 2,500 expired records span three pages of the Redis index: removing one page's worth
+    # must not make the next page skip the entries that shifted down.
+    for i in range(2_500):
+        store.put("tokens.wecom", f"t{i:05d}", {"v": i}, ttl_s=1)
+    store.put("tokens.wecom", "kept", {"v": -1})
+    store_clock.advance(PAST_1S)
+    assert store.purge_expired() >= 2_500
+    assert store.count("tokens.wecom") == 1
