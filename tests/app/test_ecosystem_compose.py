@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
+import yaml
 
 from app.settings import Settings
 
@@ -35,7 +35,6 @@ def test_compose_text_names_real_settings() -> None:
 
 
 def test_compose_services() -> None:
-    yaml = pytest.importorskip("yaml")
     doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     services: dict[str, dict[str, Any]] = doc["services"]
     assert set(services) == {"redis", "serve-1", "serve-2", "worker-1", "worker-2"}

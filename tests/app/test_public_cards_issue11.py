@@ -106,7 +106,8 @@ def test_point3_tampered_viewer_token_is_anonymous(env: Env) -> None:
         r = env.client.get(f"/s/{code}?vt={bad}", follow_redirects=False)
         assert r.status_code in (302, 303) and "mp_vid" not in r.cookies
         assert "为你推荐" not in env.client.get(r.headers["location"]).text
-    assert all(v["visitor_id"].startswith("v:") for v in _radar(env, card_id)["visits"])
+    visits = _radar(env, card_id)["visits"]
+    assert visits and all(v["visitor_id"].startswith("v:") for v in visits)
 
 
 def test_point3_expired_viewer_token_is_anonymous(env: Env) -> None:
@@ -115,7 +116,8 @@ def test_point3_expired_viewer_token_is_anonymous(env: Env) -> None:
     env.clock.advance(61)
     r = env.client.get(f"/s/{code}?vt={token}")
     assert r.status_code == 200 and "为你推荐" not in r.text
-    assert [v["visitor_id"] for v in _radar(env, card_id)["visits"]] != ["u-42"]
+    [visit] = _radar(env, card_id)["visits"]  # recorded, as an anonymous visitor
+    assert visit["visitor_id"].startswith("v:")
 
 
 def test_point3_member_cookie_expires_with_its_token(env: Env) -> None:
