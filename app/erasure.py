@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from app.services import INBOX, Services
-from bot.inbox import erase_queued
+from app.services import Services
 
 log = logging.getLogger("mingpian.erasure")
 
@@ -21,7 +20,7 @@ def erase_user(services: Services, user_id: str) -> list[str]:
     """Erase the user from every domain; return the domains that were asked, in order."""
     services.pipeline.erase_user(user_id)  # profile, retained messages (nlp)
     # Queued and dead-lettered messages, events and reply jobs of the user (bot).
-    queued = erase_queued(services.store, INBOX, user_id)
+    queued = services.bot.inbox.erase_user(user_id)
     services.bot.replier.erase_user(user_id)  # the reply log and reply-rate state (bot)
     services.cards.erase_user(user_id)  # visits, clicks, share codes; ledger pseudonymised
     services.recommender.forget_user(user_id)  # what the user bought (recommendation filter)

@@ -153,18 +153,18 @@ def ops_networks(spec: str) -> tuple[Network, ...]:
     return () if spec.strip().lower() in ("", "off") else parse_networks(spec)
 
 
-class OpsGateMiddleware:
+class OpsGateMiddleware(HttpMiddleware):
     """Answer OPS_PATHS only to clients inside the ops networks; everyone else gets the
     same 404 as a route that does not exist."""
 
     def __init__(self, app: ASGIApp, *, networks: tuple[Network, ...],
                  trusted_proxies: tuple[Network, ...]) -> None:
-        self.app = app
+        super().__init__(app)
         self.networks = networks
         self.trusted_proxies = trusted_proxies
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in OPS_PATHS and not in_networks(
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in OPS_PATHS and not in_networks(
                 client_address(scope, self.trusted_proxies), self.networks):
             await app_error_response(NotFoundError("Not Found"))(scope, receive, send)
             return
