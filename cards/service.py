@@ -229,6 +229,7 @@ class CardsService:
         self.renderer = PageRenderer()
         self._popular: dict[str | None, tuple[float, list[CardItem]]] = {}
         self._popular_lock = threading.Lock()
+        self._popular_refreshing: set[str | None] = set()
         self._renders = threading.BoundedSemaphore(max(1, config.poster_renders))
 
     # ------------------------------------------------------------------ cards
@@ -328,14 +329,22 @@ class CardsService:
             if hit is not None and now - hit[0] < (self.config.popular_refresh_s if hit[1]
                                                    else EMPTY_POPULAR_RETRY_S):
                 return hit[1]
-            try:
-                items = self.items.recommend(viewer_id=None, provider_id=provider_id,
-                                             k=max(PAGE_ITEMS, POSTER_ITEMS))
-            except Exception:
-                log.exception("popular items of provider %s failed", provider_id)
-                items = hit[1] if hit is not None else []
-            self._popular[provider_id] = (now, items)
-            return items
+            if hit is not None and provider_id in self._popular_refreshing:
+                return hit[1]  # another request is refreshing it: the stale list meanwhile
+            self._popular_refreshing.add(provider_id)
+        # The recommender is asked outside the lock: pages of other providers (and of this
+        # one, while a stale list exists) never wait behind it.
+        items = hit[1] if hit is not None else []
+        try:
+            items = self.items.recommend(viewer_id=None, provider_id=provider_id,
+                                         k=max(PAGE_ITEMS, POSTER_ITEMS))
+        except Exception:
+            log.exception("popular items of provider %s failed", provider_id)
+        finally:
+            with self._popular_lock:
+                self._popular[provider_id] = (now, items)
+                self._popular_refreshing.discard(provider_id)
+        return items
 
     def render_page(self, card: Card, *, share: Share, viewer_id: str | None,
                     csp_nonce: str) -> str:
