@@ -473,16 +473,13 @@ class VectorIndex:
             version = self.feed.version()
             if version == snap.version:
                 return False
-            if version < snap.version or self.feed.epoch() != snap.epoch:
-                log.info("catalog was recreated (version %d → %d): rebuilding the index",
-                         snap.version, version)
-                self._snap = new = self._build_full()
-                self._persist(new)
-                return True
-            caught = self._catch_up(snap)
+            recreated = version < snap.version or self.feed.epoch() != snap.epoch
+            # None: recreated, or the change log was trimmed past our version by the purge.
+            caught = None if recreated else self._catch_up(snap)
             if caught is None:
-                log.info("the catalog change log was trimmed past version %d: rebuilding the "
-                         "index", snap.version)
+                log.info("catalog %s (version %d → %d): rebuilding the index",
+                         "recreated" if recreated else "change log trimmed past us",
+                         snap.version, version)
                 self._snap = new = self._build_full()
                 self._persist(new)
                 return True
@@ -536,8 +533,10 @@ class VectorIndex:
             with self._write:
                 if self._snap.epoch != base.epoch:
                     return
-                new = self._catch_up(new) or self._build_full()
-                self._snap = new
+                caught = self._catch_up(new)
+                if caught is None:
+                    return  # the log was trimmed past it: the next refresh() rebuilds
+                new = self._snap = caught
             log.info("index compacted: %d items, %s, %.2f s", new.size,
                      "ivf" if isinstance(new.main, faiss.IndexIVF) else "exact",
                      time.perf_counter() - started)
@@ -566,8 +565,10 @@ class VectorIndex:
                           dim=self.dim, exact_max=self.exact_max, trained=None,
                           trained_n=len(ids))
         caught = self._catch_up(snap)
-        if caught is None:  # the log was trimmed past our version during the scan: again
-            return self._build_full()
+        if caught is None:
+            # The log was trimmed past the version read before the scan: refresh() finds
+            # the gap again and rebuilds; serve what the scan saw meanwhile.
+            return snap
         snap = caught
         log.info("index built: %d items at version %d, %.2f s", snap.size, snap.version,
                  time.perf_counter() - started)
