@@ -17,9 +17,11 @@ from app.settings import Settings
 from store.base import Store
 from store.redis import RedisStore
 from store.sqlite import SQLiteStore
+from tests.bot.fake_wecom import FakeWeCom
 from tests.support import StoreClock
 
 API_KEY = "test-key"
+CORP_ID = "wx5823bf96d3bd56c7"  # Tencent's sample CorpID, with its sample token and key
 
 
 def free_port() -> int:
@@ -129,3 +131,10 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Se
     """Settings for the back-end under test."""
     redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
     return make_settings(tmp_path / "data", redis_url=redis_url)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeWeCom]:
+    """WeCom's API, stood in for on a local port."""
+    with FakeWeCom(corp_id=CORP_ID) as f:
+        yield f

@@ -5,7 +5,6 @@ real app, inbox, worker handler and a local WeCom stand-in."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,21 +15,21 @@ from fastapi.testclient import TestClient
 
 from app.services import INBOX, Services
 from bot.replies import RATE_NS, REPLY_LOG
-from catalog_sync.loader import demo_catalog_path
-from models.catalog import CatalogItem
 from tests.bot.fake_wecom import FakeWeCom
-from tests.bot.support import CORP_ID, bot_app, bot_settings, drain, message_xml, wecom_post
+from tests.bot.support import (
+    bot_app,
+    bot_settings,
+    drain,
+    load_demo_catalog,
+    message_xml,
+    wecom_app_config,
+    wecom_post,
+)
 from tests.conftest import API_KEY
 from tests.nlp.support import dump_store
 
 KEY = {"X-API-Key": API_KEY}
 NOON = 1764216000  # 2025-11-27 12:00 Beijing: no quiet hours
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeWeCom]:
-    with FakeWeCom(corp_id=CORP_ID) as f:
-        yield f
 
 
 @pytest.fixture
@@ -41,13 +40,9 @@ def app(backend: str, fake: FakeWeCom, tmp_path: Path, request: pytest.FixtureRe
     redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
     settings = bot_settings(
         tmp_path / "data", redis_url=redis_url,
-        wecom={"corp_id": CORP_ID, "token": "QDG6eK",
-               "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
-               "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url})
+        wecom=wecom_app_config(fake))
     with bot_app(settings) as (client, services):
-        lines = demo_catalog_path().read_text(encoding="utf-8").splitlines()
-        services.catalog.upsert([CatalogItem.model_validate(json.loads(x)) for x in lines])
-        services.index.refresh()
+        load_demo_catalog(services)
         services.bot.replier.clock = lambda: NOON
         yield client, services
 

@@ -8,7 +8,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,12 @@ from models.catalog import CatalogItem
 from store.redis import RedisStore
 from store.sqlite import SQLiteStore
 from tests.bot.fake_wecom import FakeWeCom
-from tests.bot.support import CORP_ID, bot_app, bot_settings, drain
+from tests.bot.support import (
+    bot_app,
+    bot_settings,
+    drain,
+    wecom_app_config,
+)
 from tests.conftest import API_KEY
 
 KEY = {"X-API-Key": API_KEY}
@@ -43,12 +47,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeWeCom]:
-    with FakeWeCom(corp_id=CORP_ID) as f:
-        yield f
-
-
 def _rows(path: Path) -> dict[str, int]:
     db = sqlite3.connect(path)
     try:
@@ -64,9 +62,7 @@ def test_point5_tables_stay_bounded_under_steady_stream(tmp_path: Path,
     store = SQLiteStore(tmp_path / "data" / "store.db", clock=clock)
     settings = bot_settings(
         tmp_path / "data", dedup_ttl_days=1,
-        wecom={"corp_id": CORP_ID, "token": "QDG6eK",
-               "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
-               "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url},
+        wecom=wecom_app_config(fake),
         reply={"quiet_start_hour": 0, "quiet_end_hour": 0})
     with bot_app(settings, store=store) as (client, services):
         services.bot.replier.clock = clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import secrets
 import time
@@ -19,12 +20,15 @@ from wechatpy.enterprise.crypto import WeChatCrypto as WeComCrypto
 from app.main import create_app
 from app.services import INBOX, Services, build_services
 from app.settings import Settings
+from catalog_sync.loader import demo_catalog_path
+from models.catalog import CatalogItem
 from store import Store
 from store.consumer import consume_once
+from tests.bot.fake_wecom import FakeWeCom
+from tests.conftest import CORP_ID as CORP_ID  # re-exported: the tests import it from here
 from tests.conftest import make_settings
 
 # Tencent's published sample (WeCom "加解密方案说明").
-CORP_ID = "wx5823bf96d3bd56c7"
 TOKEN = "QDG6eK"
 AES_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 # Tencent's Official Account sample (WXBizMsgCrypt sample code).
@@ -158,3 +162,16 @@ def bot_app(settings: Settings, *, store: Store | None = None
             yield client, services
     finally:
         services.close()
+
+
+def wecom_app_config(fake: FakeWeCom) -> dict[str, Any]:
+    """WeCom settings whose API is the local stand-in (replies land in fake.requests)."""
+    return {"corp_id": CORP_ID, "token": TOKEN, "aes_key": AES_KEY, "agent_id": "1000002",
+            "secret": fake.secret, "api_base": fake.url}
+
+
+def load_demo_catalog(services: Services) -> None:
+    """Upsert the bundled demo catalog and bring the index up to it."""
+    lines = demo_catalog_path().read_text(encoding="utf-8").splitlines()
+    services.catalog.upsert([CatalogItem.model_validate(json.loads(x)) for x in lines])
+    services.index.refresh()

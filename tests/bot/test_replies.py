@@ -3,7 +3,6 @@ send API of a local WeCom stand-in; rate limit, quiet hours, bots, once per mess
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +14,16 @@ from fastapi.testclient import TestClient
 from app.services import INBOX, Services
 from bot.replies import REPLY_LOG, is_quiet, looks_like_question
 from bot.routing import mentions
-from catalog_sync.loader import demo_catalog_path
-from models.catalog import CatalogItem
 from tests.bot.fake_wecom import FakeWeCom
-from tests.bot.support import CORP_ID, bot_app, bot_settings, drain, message_xml, wecom_post
+from tests.bot.support import (
+    bot_app,
+    bot_settings,
+    drain,
+    load_demo_catalog,
+    message_xml,
+    wecom_app_config,
+    wecom_post,
+)
 from tests.conftest import API_KEY
 
 CARD = "http://127.0.0.1:8000/c/card-7"
@@ -27,25 +32,15 @@ LATE = 1764255600  # 2025-11-27 23:00 Beijing
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeWeCom]:
-    with FakeWeCom(corp_id=CORP_ID) as f:
-        yield f
-
-
-@pytest.fixture
 def bot(backend: str, fake: FakeWeCom, tmp_path: Path, request: pytest.FixtureRequest
         ) -> Iterator[tuple[TestClient, Services]]:
     redis_url = request.getfixturevalue("clean_redis_url") if backend == "redis" else None
     settings = bot_settings(
         tmp_path / "data", redis_url=redis_url,
-        wecom={"corp_id": CORP_ID, "token": "QDG6eK",
-               "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
-               "agent_id": "1000002", "secret": fake.secret, "api_base": fake.url},
+        wecom=wecom_app_config(fake),
         reply={"card_url": CARD, "bot_user_ids": ["bot-007"]})
     with bot_app(settings) as (client, services):
-        lines = demo_catalog_path().read_text(encoding="utf-8").splitlines()
-        services.catalog.upsert([CatalogItem.model_validate(json.loads(x)) for x in lines])
-        services.index.refresh()
+        load_demo_catalog(services)
         services.bot.replier.clock = lambda: NOON
         yield client, services
 
