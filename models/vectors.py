@@ -9,7 +9,7 @@ the stored format: a reader names the one its writer used.
 from __future__ import annotations
 
 import base64
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,12 @@ def encode_vector(v: npt.ArrayLike, *, precision: Precision) -> str:
     return base64.b64encode(np.asarray(v, dtype=_DTYPE[precision]).tobytes()).decode("ascii")
 
 
+def decode_stored(s: str, *, precision: Precision) -> npt.NDArray[Any]:
+    """Return the vector of text that encode_vector wrote, at its stored precision (a
+    read-only view of the decoded bytes: no copy)."""
+    return np.frombuffer(base64.b64decode(s), dtype=_DTYPE[precision])
+
+
 def decode_vector(s: str, *, precision: Precision) -> npt.NDArray[np.float32]:
     """Return the float32 vector of text that encode_vector wrote at this precision."""
-    return np.frombuffer(base64.b64decode(s), dtype=_DTYPE[precision]).astype(np.float32)
+    return decode_stored(s, precision=precision).astype(np.float32)

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.messages import ChatMessage
-from models.vectors import Precision, decode_vector, encode_vector
+from models.vectors import Precision, decode_stored, decode_vector, encode_vector
 from nlp.tagging import TagResult
 from store.base import JSON, Batch, CommitResult, Record, Store, family
 from store.retry import AGAIN, Again, retry
@@ -115,9 +115,8 @@ class _Draft:
         self.ref = float(doc["ref"]) if doc else float(ts)
         # Entries are replaced, never changed in place: the read document's lists can stay.
         self.tags: dict[str, list[Any]] = dict(doc["tags"]) if doc else {}
-        self.vec: npt.NDArray[np.float16] | None = np.asarray(
-            decode_vector(doc["vec"], precision=VECTOR_PRECISION), dtype="<f2") \
-            if doc and doc["vec"] else None
+        self.vec: npt.NDArray[np.float16] | None = decode_stored(
+            doc["vec"], precision=VECTOR_PRECISION) if doc and doc["vec"] else None
         self.vw = float(doc["vw"]) if doc else 0.0
         self.n = int(doc["n"]) if doc else 0
         self.last_seen = int(doc["last_seen"]) if doc else 0
