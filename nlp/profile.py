@@ -89,10 +89,24 @@ def tombstone_key(user_id: str) -> str:
     return hashlib.sha256(f"erased\x1f{user_id}".encode()).hexdigest()[:40]
 
 
+def _tombstones(store: Store, user_ids: Sequence[str]
+                ) -> dict[str, tuple[str, Record | None]]:
+    """Return, for each user, the key of their tombstone and the tombstone (None: never
+    erased): one read for all of them, one hash per user."""
+    keys = {u: tombstone_key(u) for u in user_ids}
+    found = store.get_many(NS_ERASED, list(keys.values()))
+    return {u: (k, found.get(k)) for u, k in keys.items()}
+
+
+def erased_times(store: Store, user_ids: Sequence[str]) -> dict[str, float]:
+    """Return, for the users among these that were erased, when they last were."""
+    return {u: float(t.doc["at"]) for u, (_, t) in _tombstones(store, user_ids).items()
+            if t is not None}
+
+
 def erased_at(store: Store, user_id: str) -> float | None:
     """Return when the user was last erased (their tombstone), or None."""
-    tomb = store.get(NS_ERASED, tombstone_key(user_id))
-    return float(tomb.doc["at"]) if tomb is not None else None
+    return erased_times(store, [user_id]).get(user_id)
 
 
 def decay(dt_s: float, half_life_s: float) -> float:
@@ -177,10 +191,9 @@ class _Draft:
 
 
 def _drop_erased(items: Sequence[tuple[ChatMessage, TagResult]], pending: dict[str, int],
-                 users: list[str], tombs: dict[str, Record]) -> None:
+                 tombs: dict[str, tuple[str, Record | None]]) -> None:
     """Drop from pending the messages of erased users sent at or before their erasure."""
-    erased = {u: float(t.doc["at"]) for u in users
-              if (t := tombs.get(tombstone_key(u))) is not None}
+    erased = {u: float(t.doc["at"]) for u, (_, t) in tombs.items() if t is not None}
     dropped = {m for m, i in pending.items()
                if items[i][0].ts <= erased.get(items[i][0].user_id, -math.inf)}
     for m in dropped:
@@ -258,9 +271,9 @@ class ProfileRepo:
                     return []
             order = sorted(pending.values())
             users = list(dict.fromkeys(items[i][0].user_id for i in order))
-            tombs = self.store.get_many(NS_ERASED, [tombstone_key(u) for u in users])
-            if tombs:
-                _drop_erased(items, pending, users, tombs)
+            tombs = _tombstones(self.store, users)
+            if any(t is not None for _, t in tombs.values()):
+                _drop_erased(items, pending, tombs)
                 if not pending:
                     return []
                 order = sorted(pending.values())
@@ -283,7 +296,8 @@ class ProfileRepo:
                      attempts=_MAX_ATTEMPTS)
 
     def _batch(self, items: Sequence[tuple[ChatMessage, TagResult]], order: list[int],
-               users: list[str], pending: dict[str, int], tombs: dict[str, Record]) -> Batch:
+               users: list[str], pending: dict[str, int],
+               tombs: dict[str, tuple[str, Record | None]]) -> Batch:
         """Return the commit that folds the items at order into their user and group profiles."""
         groups = list(dict.fromkeys(g for i in order
                                     if (g := items[i][0].group_id) is not None))
@@ -309,8 +323,8 @@ class ProfileRepo:
             batch.puts.append((ns, key, draft.doc()))
             batch.checks.append((ns, key, rec.version if rec else 0))
         for u in users:  # an erasure committed since the read makes this a CONFLICT
-            tomb = tombs.get(tombstone_key(u))
-            batch.checks.append((NS_ERASED, tombstone_key(u), tomb.version if tomb else 0))
+            key, tomb = tombs[u]
+            batch.checks.append((NS_ERASED, key, tomb.version if tomb else 0))
         return batch
 
     def erase_user(self, user_id: str) -> float:
@@ -332,6 +346,4 @@ class ProfileRepo:
 
     def erased_since(self, user_ids: Sequence[str]) -> dict[str, float]:
         """Return, for the users among these that were erased, when they last were."""
-        keys = {tombstone_key(u): u for u in user_ids}
-        return {keys[k]: float(r.doc["at"])
-                for k, r in self.store.get_many(NS_ERASED, list(keys)).items()}
+        return erased_times(self.store, user_ids)
