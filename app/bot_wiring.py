@@ -12,15 +12,8 @@ from bot.callback import OfficialAccountCallback, WeComCallback
 from bot.handlers import InboxHandler
 from bot.inbox import Inbox
 from bot.platform import OfficialAccountClient, WeComClient
-from bot.replies import (
-    WECHAT_CUSTOM,
-    WECOM_APPCHAT,
-    WECOM_USER,
-    WECOM_WEBHOOK,
-    Replier,
-    ReplyPolicy,
-    Sender,
-)
+from bot.replies import Replier, ReplyPolicy, Sender
+from bot.routing import WECHAT_CUSTOM, WECOM_APPCHAT, WECOM_USER, WECOM_WEBHOOK
 from nlp.pipeline import MessagePipeline
 from nlp.recommend import Recommender
 from store import Store

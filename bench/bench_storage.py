@@ -27,7 +27,7 @@ from pathlib import Path
 from app.purge import purge_once
 from app.services import INBOX, build_services
 from app.settings import Settings
-from bot.replies import WECOM_APPCHAT
+from bot.routing import WECOM_APPCHAT
 from catalog_sync.loader import demo_catalog_path
 from models.catalog import CatalogItem
 from models.messages import ChatMessage

@@ -20,12 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.routing import PERSONAL_CHANNELS, Conversation, ReplyJob, mentions, strip_mentions
-
-# The channels, re-exported for the wiring (app/bot_wiring.py).
-from bot.routing import WECHAT_CUSTOM as WECHAT_CUSTOM
-from bot.routing import WECOM_APPCHAT as WECOM_APPCHAT
-from bot.routing import WECOM_USER as WECOM_USER
-from bot.routing import WECOM_WEBHOOK as WECOM_WEBHOOK
 from models.errors import UpstreamError
 from models.messages import ChatMessage
 from nlp.profile import erased_at

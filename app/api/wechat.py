@@ -8,7 +8,7 @@ MINGPIAN_MAX_CALLBACK_BYTES a 413 (app/limits.py) — and none of them queues an
 The two URL checks (GET) are FastAPI routes. The two POSTs are answered by CallbackPosts
 alone, ahead of FastAPI's middleware stack and routing (together a third of a callback's
 CPU time, measured); the app (app/main.py) hands it every request first, and its OpenAPI
-entries are written here by hand (CALLBACK_DOCS), next to the code they describe.
+entries are written here by hand (POSTS, document_posts), next to the code they describe.
 
 Nothing here is handed to a thread: the body is capped in bytes (64 KiB by default) and in
 XML elements (bot/callback.py), and every step is linear, so the worst body costs about a
