@@ -22,7 +22,7 @@ COPY store ./store
 COPY models ./models
 
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install .
+ && pip install ".[st]"
 
 RUN useradd --create-home --uid 10001 mingpian \
  && mkdir -p /data && chown mingpian:mingpian /data

@@ -75,8 +75,12 @@ class SentenceTransformerEmbedder:
     def __init__(self, name_or_path: str, *, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:  # the optional extra: pip install "mingpian[st]"
+            raise ValueError(f"embedder st:{name_or_path} needs the sentence-transformers "
+                             "back-end: pip install torch==2.13.0 'mingpian[st]'") from e
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         self._model = SentenceTransformer(name_or_path, device="cpu")
