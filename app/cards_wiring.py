@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from cards.contact_way import MakeContactWay
 from cards.items import CardItem
 from cards.ledger import DEMO_LEDGER_KEY
 from cards.service import CardsConfig, CardsService, FilePosterCache, PosterCache, StorePosterCache
+from cards.viewer import ANONYMOUS_PREFIX
 from catalog.repo import CatalogRepo
+from nlp.feedback import Feedback
 from nlp.recommend import Recommender
 from store import Store
 
@@ -28,9 +31,13 @@ log = logging.getLogger("mingpian.cards")
 class CatalogItems:
     """An `ItemSource` over the catalog and the process's recommender."""
 
-    def __init__(self, catalog: CatalogRepo, recommender: Recommender) -> None:
+    def __init__(self, catalog: CatalogRepo, recommender: Recommender, *,
+                 feedback: Feedback | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.catalog = catalog
         self._recommender = recommender
+        self._feedback = feedback  # a known visitor's tap feeds their profile (issue 15)
+        self._clock = clock
 
     def recommend(self, *, viewer_id: str | None, provider_id: str | None, k: int
                   ) -> list[CardItem]:
@@ -50,8 +57,13 @@ class CatalogItems:
 
     def record_click(self, *, item_id: str, user_id: str | None, provider_id: str | None
                      ) -> None:
-        """Count the click in the recommender's popularity."""
+        """Count the click in the recommender's popularity and, for a known visitor, in
+        their profile (once per visitor, item and day)."""
         self._recommender.record_click(item_id, provider_id=provider_id, user_id=user_id)
+        if self._feedback is not None and user_id and not user_id.startswith(ANONYMOUS_PREFIX):
+            now = int(self._clock())
+            self._feedback.learn(user_id, key=f"click:{user_id}:{item_id}:{now // 86_400}",
+                                 action="click", item_ids=[item_id], ts=now)
 
     def record_purchase(self, *, user_id: str, item_ids: Sequence[str], first: bool) -> None:
         """Tell the recommender what the user bought (a first report also counts the
@@ -72,7 +84,9 @@ def _old_secrets(s: Settings) -> tuple[bytes, ...]:
 
 
 def build_cards(s: Settings, store: Store, *, catalog: CatalogRepo, recommender: Recommender,
-                clock: Callable[[], float] = time.time) -> CardsService:
+                clock: Callable[[], float] = time.time,
+                make_contact_way: MakeContactWay | None = None,
+                feedback: Feedback | None = None) -> CardsService:
     """Return the process's cards domain over the store, its pages recommending through
     ``recommender``."""
     posters: PosterCache = (FilePosterCache(s.data_dir / "posters") if store.backend == "sqlite"
@@ -91,5 +105,7 @@ def build_cards(s: Settings, store: Store, *, catalog: CatalogRepo, recommender:
         ledger_key=(s.ledger_key.get_secret_value().encode() if s.ledger_key
                     else DEMO_LEDGER_KEY),
     )
-    items = CatalogItems(catalog, recommender)
-    return CardsService(store, config=config, items=items, posters=posters, clock=clock)
+    items = CatalogItems(catalog, recommender, feedback=feedback, clock=clock)
+    return CardsService(store, config=config, items=items, posters=posters, clock=clock,
+                        make_contact_way=make_contact_way,
+                        learn_order=feedback.learn_order if feedback is not None else None)

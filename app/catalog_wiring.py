@@ -19,12 +19,15 @@ from catalog_sync.loader import ImportReport, import_items
 from models.errors import NotFoundError
 from nlp.embed import CachedEmbedder, Embedder, load_embedder
 from nlp.index import VectorIndex
+from nlp.lexical import LexicalIndex
 from nlp.recommend import ProfileSource, Recommender, TagSpace
 from nlp.signals import Signals
 from nlp.taxonomy import Taxonomy
 from store import Store
 
 log = logging.getLogger("mingpian.catalog")
+
+SWITCH_INTERVAL_S = 0.0005  # sys.setswitchinterval of a serving process (tune_for_serving)
 
 _lock = threading.Lock()
 _embedders: dict[tuple[str, int | None], CachedEmbedder] = {}
@@ -103,6 +106,8 @@ class CatalogKit:
     def close(self) -> None:
         """Stop following the catalog."""
         self.index.close()
+        if self.recommender.lexical is not None:
+            self.recommender.lexical.close()
 
 
 def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
@@ -111,15 +116,29 @@ def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
     """Load (or build) the index and start following the catalog's change log; the
     recommender matches tags of ``taxonomy`` (the tagger's, app/nlp_wiring.load_taxonomy)."""
     emb = embedder or shared_embedder(settings.embedder, threads=settings.embedder_threads)
-    repo = CatalogRepo(store, embedder=emb)
+    # Item texts are embedded once each (unchanged items are skipped by content hash): past
+    # the query cache, which 100k items would otherwise fill with vectors never asked again.
+    repo = CatalogRepo(store, embedder=emb.inner if isinstance(emb, CachedEmbedder) else emb)
     persist = settings.data_dir / "index" if store.backend == "sqlite" else None
     index = VectorIndex(repo, dim=emb.dim, exact_max=settings.exact_index_max,
                         nprobe=settings.index_nprobe, persist_dir=persist)
     index.load()
     if follow:
         index.start(poll_s=settings.index_poll_s)
-    rec = Recommender(index=index, items=repo, embedder=emb, signals=Signals(store),
-                      tags=shared_tag_space(emb, taxonomy), profiles=profiles)
+    # A consumable bought comes back after its catalog repurchase interval (issue 15).
+    signals = Signals(store, repurchase_days=lambda ids: {
+        i: it.repurchase_days for i, it in repo.get_items(ids).items() if it.repurchase_days})
+    rec = Recommender(index=index, items=repo, embedder=emb, signals=signals,
+                      tags=shared_tag_space(emb, taxonomy), profiles=profiles,
+                      empty_when_unsure=settings.recommend_empty_when_unsure)
+    if rec.lexical_weight or rec.coverage_weight:
+        # Hybrid retrieval (issue 16): only when the embedder's relevance model gives BM25
+        # a weight (for "use" it earned none on the labelled set: no index, no cost).
+        rec.lexical = LexicalIndex(repo, terms=taxonomy.terms())
+        if follow:
+            rec.lexical.start(poll_s=settings.index_poll_s)
+        else:
+            rec.lexical.load()
     log.info("catalog index: %d items (%s), version %d", len(index), index.index_type,
              index.version)
     return CatalogKit(embedder=emb, repo=repo, index=index, recommender=rec,
@@ -134,10 +153,18 @@ def tune_for_serving(app: FastAPI) -> FastAPI:
     - After start-up, everything built so far (index metadata, models, schemas) is frozen
       out of the garbage collector: otherwise each full collection walks it and a page
       view now and then waits 20–100 ms (p99 101 ms → 8 ms at 100k items, measured).
+    - A GIL switch interval of 0.5 ms instead of 5: a thread that wakes up (the event loop
+      with a callback to answer, the group commit's writer) waits up to a whole interval
+      for a thread running Python (the embedded consumer, a recommendation) to hand the
+      GIL over. A thread waking from a 1 ms sleep beside a busy one: p50 5.4 ms at 5 ms,
+      0.66 ms at 0.5 ms (issue 17, BENCHMARKS.md).
     """
+    import sys
+
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -28,7 +28,7 @@ def serving_app() -> FastAPI:
 
     settings = get_settings()
     configure_logging(settings)  # a fresh process: the root logger as `mingpian` sets it
-    return tune_for_serving(create_app(settings))
+    return tune_for_serving(create_app(settings, consumer_children=True))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -82,7 +82,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.catalog_wiring import tune_for_serving
     from app.main import create_app
 
-    uvicorn.run(tune_for_serving(create_app(settings)), host=args.host, port=args.port,
+    uvicorn.run(tune_for_serving(create_app(settings, consumer_children=True)),
+                host=args.host, port=args.port,
                 access_log=False, **_uvicorn_logging(settings))
     return 0
 
@@ -154,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "nothing (claimed items come back after the visibility timeout).")
     w.set_defaults(fn=_worker)
 
-    from app.commands import bot, cards, catalog, demo
+    from app.commands import aibot, archive, bot, cards, catalog, console, demo, tags
 
-    for module in (bot, catalog, cards, demo):
+    for module in (bot, aibot, archive, catalog, cards, console, demo, tags):
         module.register(sub)
     return p
 

@@ -12,10 +12,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.bot_wiring import BotKit
 from app.catalog_wiring import CatalogService
+from app.customer_wiring import CustomerKit
 from app.services import Services
 from app.settings import Settings
 from cards.service import CardsService
 from models.errors import UnauthorizedError
+from nlp.identity import IdentityRepo
 from nlp.profile import ProfileRepo
 from nlp.recommend import Recommender
 from store import Store
@@ -49,6 +51,9 @@ CardsDep = Annotated[CardsService, Depends(_part(lambda s: s.cards))]
 CatalogServiceDep = Annotated[CatalogService, Depends(_part(lambda s: s.catalog_service))]
 ProfilesDep = Annotated[ProfileRepo, Depends(_part(lambda s: s.profiles))]
 RecommenderDep = Annotated[Recommender, Depends(_part(lambda s: s.recommender))]
+# Sign-in on card pages, tags back into WeCom, the sidebar (issue 15, app/customer_wiring.py).
+CustomersDep = Annotated[CustomerKit, Depends(_part(lambda s: s.customers))]
+IdentitiesDep = Annotated[IdentityRepo, Depends(_part(lambda s: s.identities))]
 
 
 # Declared as security schemes so /docs has an Authorize button; auto_error=False because a

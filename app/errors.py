@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bot.tags import NotConfiguredError
 from models.errors import (
     AppError,
     BadRequestError,
@@ -31,6 +32,7 @@ STATUS: dict[type[AppError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    NotConfiguredError: 409,  # WeCom is not set up here: the request cannot be done as asked
     PayloadTooLargeError: 413,
     ValidationFailed: 422,
     RateLimitedError: 429,

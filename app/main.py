@@ -10,15 +10,30 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from app.api import cards, catalog, health, messages, orders, profiles, recommend, viewer, wechat
+from app.api import (
+    aibot,
+    cards,
+    catalog,
+    groups,
+    health,
+    identities,
+    messages,
+    orders,
+    profiles,
+    recommend,
+    sidebar,
+    viewer,
+    wechat,
+)
 from app.clientaddr import parse_networks
+from app.console.routes import install as install_console
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware
 from app.metrics import Metrics, MetricsMiddleware, OpsGateMiddleware, ops_networks
 from app.public_rate import PublicLimiter
 from app.services import Services, build_services
 from app.settings import Settings, get_settings
-from app.worker import start_background_worker
+from app.worker import consumer_embedder, start_background_worker
 
 log = logging.getLogger("mingpian")
 
@@ -45,13 +60,18 @@ class MingpianApp(FastAPI):
 
 
 def create_app(settings: Settings | None = None, *,
-               services: Services | None = None) -> MingpianApp:
-    """Build the service; heavy objects are made in lifespan (or passed in by tests)."""
+               services: Services | None = None,
+               consumer_children: bool = False) -> MingpianApp:
+    """Build the service; heavy objects are made in lifespan (or passed in by tests).
+
+    ``consumer_children`` (`mingpian serve`): the embedded consumer tags with the model in
+    child processes (app/worker.consumer_embedder), off the serving process's GIL."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        svc = services or build_services(settings)
+        tagging = consumer_embedder(settings) if consumer_children and not services else None
+        svc = services or build_services(settings, tagging_embedder=tagging)
         worker = None
         if settings.embedded_worker and svc.store.backend == "sqlite":
             worker = start_background_worker(svc, metrics=app.state.metrics)
@@ -64,6 +84,8 @@ def create_app(settings: Settings | None = None, *,
                 thread.join(timeout=10)
             if services is None:
                 svc.close()
+            if tagging is not None:
+                tagging.close()
 
     metrics = Metrics()
     app = MingpianApp(
@@ -78,9 +100,13 @@ def create_app(settings: Settings | None = None, *,
     app.state.metrics = metrics
     install_error_handlers(app)
     app.state.public_limiter = PublicLimiter.from_settings(settings)  # /c, /s, /r, posters
-    for module in (health, wechat, messages, profiles, catalog, recommend, cards, viewer,
-                   orders):
+    for module in (health, wechat, aibot, messages, profiles, catalog, recommend, cards, viewer,
+                   orders, sidebar):
         app.include_router(module.router)
+    app.include_router(identities.router)  # /v1/identities (issue 15)
+    app.include_router(groups.router)  # /v1/groups/{id}/settings (issue 15)
+    app.include_router(recommend.items_router)  # /v1/items/{id}/similar (issue 16)
+    install_console(app)  # /console: the operator's pages (issue 18)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(OpsGateMiddleware, networks=ops_networks(settings.ops_networks),

@@ -22,6 +22,10 @@ class WeChatSettings(BaseModel):
     aes_key: SecretStr | None = None  # the 43-character EncodingAESKey; None = plaintext mode
     app_secret: SecretStr | None = None
     api_base: str = "https://api.weixin.qq.com"
+    # WeChat sign-in on card pages (issue 15 point 2): with app_id and app_secret set, a card
+    # opened inside WeChat goes once through snsapi_base OAuth on this base (tests: stand-in).
+    oauth_base: str = "https://open.weixin.qq.com"
+    card_signin: bool = True
     # plaintext | compatible | safe (issue 11, CONTRACTS §1); None = safe when an AES key is
     # set, else plaintext. In safe and compatible modes an unencrypted POST is refused.
     mode: Literal["plaintext", "compatible", "safe"] | None = None
@@ -38,6 +42,66 @@ class WeComSettings(BaseModel):
     api_base: str = "https://qyapi.weixin.qq.com"
     robot_webhook_key: SecretStr | None = None  # group-robot webhook key, optional
     bot_names: list[str] = Field(default_factory=lambda: ["名片助手"])
+    # The sidebar's JS-SDK (issue 15 point 4) and the OAuth that names the salesperson.
+    jssdk_url: str = "https://wwcdn.weixin.qq.com/node/open/js/wecom-jssdk-2.0.2.js"
+    oauth_base: str = "https://open.weixin.qq.com"
+
+
+class TagSyncSettings(BaseModel):
+    """Tags back into WeCom (issue 15 point 3): MINGPIAN_TAGS__*."""
+
+    enabled: bool = True  # the worker job runs when WeCom has a secret
+    group_name: str = Field(default="mingpian 兴趣", max_length=30)
+    top_n: int = 3  # interests written as tags per contact
+    min_weight: float = 0.5  # weaker interests are not written
+    min_interval_s: int = 86_400  # a contact's tags change at most this often
+    interval_s: float = 3600.0  # how often the worker job runs
+    # WeCom allows 10,000 calls a minute per API per corp (WECOM.md §3, D90454): stay well under.
+    calls_per_minute: int = 3000
+    batch: int = 100  # contacts per batch
+
+
+class WeComAibotSettings(BaseModel):
+    """WeCom AI bot (智能机器人): HTTP callback and/or long connection (WECOM.md §1)."""
+
+    # HTTP callback (GET/POST /wecom/aibot/callback): the bot's Token and EncodingAESKey.
+    token: SecretStr | None = None
+    aes_key: SecretStr | None = None
+    # Long connection (`mingpian aibot connect`): the bot id and secret.
+    bot_id: str = ""
+    secret: SecretStr | None = None
+    ws_url: str = "wss://openws.work.weixin.qq.com"
+    # How an answer to an HTTP callback goes out: the passive stream reply, or one POST to
+    # the message's response_url from the worker.
+    reply_mode: Literal["stream", "response_url"] = "response_url"
+    bot_names: list[str] = Field(default_factory=lambda: ["名片助手"])
+
+
+class ArchiveSettings(BaseModel):
+    """WeCom chat archive (会话内容存档, WECOM.md §2): MINGPIAN_ARCHIVE__*."""
+
+    sdk_path: Path  # Tencent's libWeWorkFinanceSdk_C.so
+    corp_id: str
+    secret: SecretStr  # the 会话内容存档 Secret (also the token for its HTTP helpers)
+    # {"<publickey_ver>": "<PEM file>"}: the RSA private key of each public-key version.
+    private_keys: dict[str, Path] = Field(default_factory=dict)
+    rooms: list[str] = Field(default_factory=list)  # groups taken; empty = every group
+    excluded_rooms: list[str] = Field(default_factory=list)  # groups never taken
+    direct_chats: bool = False  # also one-to-one chats
+    page_size: int = Field(default=1000, ge=1, le=1000)  # GetChatData limit (≤ 1000)
+    timeout_s: int = 5  # "建议超时时间设置为5s" (WECOM.md §2.1)
+    proxy: str = ""  # e.g. socks5://10.0.0.1:8081
+    proxy_password: SecretStr | None = None  # user:pwd
+    poll_interval_s: float = 30.0  # --follow: pull at least this often (msgaudit_notify wakes)
+    min_call_interval_s: float = 0.1  # ≤ 600 GetChatData calls a minute (UNCONFIRMED limit)
+    network_attempts: int = 8  # 10001 retries, jittered backoff
+    retention_days: float = 5.0  # WeCom serves about this many days (UNCONFIRMED)
+    dead_letter_days: int = 30  # undecryptable records are kept this long
+    # Ask msgaudit/check_single_agree for the external senders (cached agree_cache_s).
+    check_agree: bool = False
+    agree_cache_s: int = 3600
+    room_names: bool = True  # ask msgaudit/groupchat/get for group names
+    api_base: str | None = None  # None = MINGPIAN_WECOM__API_BASE or qyapi.weixin.qq.com
 
 
 class ReplySettings(BaseModel):
@@ -47,7 +111,7 @@ class ReplySettings(BaseModel):
     min_interval_s: int = 600  # per group: one reply per 10 minutes
     quiet_start_hour: int = 22  # local hour (Asia/Shanghai), inclusive
     quiet_end_hour: int = 8  # exclusive
-    confidence: float = 0.55  # unprompted answers need at least this score
+    confidence: float = 0.55  # unprompted answers: the best item's calibrated confidence
     max_items: int = 3
     card_url: str | None = None  # the salesperson's card link appended to replies; None = none
     bot_user_ids: list[str] = Field(default_factory=list)  # senders that are bots: never answered
@@ -78,19 +142,26 @@ class Settings(BaseSettings):
     # BLAS threads of the embedder; None = one per core. On cores shared with other work,
     # 1 embeds 4x faster than 2 (OpenBLAS threads wait on each other): see BENCHMARKS.md.
     embedder_threads: int | None = None
-    # `mingpian worker` runs the model in this many child processes of one BLAS thread each
+    # `mingpian worker` (and embedded `serve`'s consumer, off the serving GIL: issue 17) runs
+    # the model in this many child processes of one BLAS thread each
     # (embedder_threads, if set), which embed side by side; 0 = in the worker itself. Two
     # single-threaded processes embed faster on 2 cores than one with two threads
     # (BENCHMARKS.md, issue 3).
     worker_embedder_processes: int = 2
     wechat: WeChatSettings | None = None
     wecom: WeComSettings | None = None
+    wecom_aibot: WeComAibotSettings | None = None  # MINGPIAN_WECOM_AIBOT__*
+    archive: ArchiveSettings | None = None  # MINGPIAN_ARCHIVE__* (chat archive)
     plan: PlanConfig = PlanConfig()  # MINGPIAN_PLAN__*; the engine clamps it (config.py)
     reply: ReplySettings = ReplySettings()
+    tags: TagSyncSettings = TagSyncSettings()  # MINGPIAN_TAGS__*
 
     dedup_ttl_days: int = 7
     retain_messages: bool = False
     profile_half_life_days: float = 30.0
+    # Free-text answers mingpian is not confident of (chit-chat, off-topic): no items at all
+    # when true; otherwise items with their low confidence and "confident": false (issue 16).
+    recommend_empty_when_unsure: bool = False
     taxonomy_path: Path | None = None  # replaces the shipped nlp/dicts/taxonomy.json
     extra_taxonomy_path: Path | None = None  # adds tags (or keywords to same-named tags)
     taxonomy_examples_path: Path | None = None  # example sentences; None = the shipped file
@@ -121,6 +192,10 @@ class Settings(BaseSettings):
     index_poll_s: float = 0.5  # how often each process checks the catalog version
     tz_offset_hours: int = 8  # Asia/Shanghai, for quiet hours and "per visitor per day"
     poster_font: Path | None = None  # a CJK .ttf/.ttc/.otf for posters; None = find one
+    # The console (/console, issue 18): how long a sign-in lasts, and sign-in attempts per
+    # client (`limits` notation; ten wrong passwords in a row lock a name regardless).
+    console_session_ttl_s: int = 8 * 3600
+    console_login_rate_limit: str = "30/minute"
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a log line
 

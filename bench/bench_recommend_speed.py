@@ -40,7 +40,7 @@ from bench import synthetic
 from catalog.repo import CatalogRepo
 from models.messages import ChatMessage
 from nlp.embed import load_embedder
-from nlp.index import _KIND_CODE, VectorIndex, _from_rows, _Meta, _save
+from nlp.index import _KIND_CODE, VectorIndex, _from_rows, _Meta, _save, main_vectors
 from nlp.profile import ProfileRepo
 from nlp.recommend import Recommender, TagSpace
 from nlp.signals import Signals
@@ -148,8 +148,10 @@ def in_process(data: Path, *, users: int, queries: int, seed: int) -> None:
     index.load()
     load_s = time.perf_counter() - t
     snap = index._snap
-    main, x = snap.main, snap.x
+    main = snap.main
     assert main is not None, "the index is empty"
+    # IVF holds the only copy of the vectors (issue 17): decode them for the exact floor.
+    x = main_vectors(main, snap.x, np.arange(main.ntotal, dtype=np.int64))
     profiles = ProfileRepo(store, half_life_days=30)
     rng = np.random.default_rng(seed + 1)
     picked = [f"u-{int(u):06d}" for u in rng.integers(0, users, queries)]

@@ -14,11 +14,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bot import aibot
 from bot.callback import XmlDoc, text_field
 from bot.dedup import platform_key, safe_id
-from bot.inbox import KIND_MESSAGE, KIND_PLATFORM
-from bot.replies import Replier
-from bot.routing import KIND_REPLY, WECOM_APPCHAT, Conversation, ReplyJob, mentions, route
+from bot.inbox import KIND_AIBOT, KIND_MESSAGE, KIND_PLATFORM
+from bot.replies import Replier, sent_marker
+from bot.routing import (
+    AIBOT_RESPONSE_URL,
+    AIBOT_STREAM,
+    AIBOT_WS,
+    KIND_REPLY,
+    WECOM_APPCHAT,
+    Conversation,
+    ReplyJob,
+    mentions,
+    route,
+)
 from models.messages import ChatMessage
 from nlp.pipeline import MessagePipeline
 from store import Batch, QueueItem, Store
@@ -87,6 +98,10 @@ class InboxHandler:
     replier: Replier | None = None
     group_channel: str = WECOM_APPCHAT
     dedup_ttl_s: int = 7 * 86_400
+    # How an AI-bot message that came over HTTP is answered (MINGPIAN_WECOM_AIBOT__REPLY_MODE);
+    # one that came over the long connection is answered over it.
+    aibot_reply_mode: str = "response_url"
+    aibot_names: tuple[str, ...] = ("名片助手",)
 
     def __call__(self, items: Sequence[QueueItem]) -> None:
         messages: list[ChatMessage] = []
@@ -98,6 +113,8 @@ class InboxHandler:
                 found = self._platform(item.payload)
             elif kind == KIND_MESSAGE:
                 found = self._message(item.payload)
+            elif kind == KIND_AIBOT:
+                found = self._aibot(item.payload)
             elif kind == KIND_REPLY:
                 try:
                     replies.append(ReplyJob.model_validate(item.payload))
@@ -126,10 +143,21 @@ class InboxHandler:
         for pm in processed:
             # A redelivered message (applied=False) is considered again: the reply job is
             # deduplicated by message id and the rate limit holds, so it never answers twice.
-            job = self.replier.decide(pm.msg, convs.get(pm.msg.msg_id))
+            conv = convs.get(pm.msg.msg_id)
+            job = self.replier.decide(pm.msg, conv)
             if job is not None:
                 self.store.enqueue(self.queue, job.payload(), dedup_key=f"reply:{pm.msg.msg_id}",
                                    dedup_ttl_s=self.dedup_ttl_s)
+            elif conv is not None and conv.channel == AIBOT_STREAM:
+                self._finish_silent_stream(pm.msg.msg_id, conv.address)
+
+    def _finish_silent_stream(self, msg_id: str, sid: str) -> None:
+        # WeCom polls an open stream for up to 6 minutes: when the policy stays silent, end
+        # it now with no content. The sent-marker makes this and a real answer exclusive (a
+        # redelivered message is silent because its first delivery answered).
+        if self.store.first_seen(sent_marker(msg_id), self.dedup_ttl_s):
+            self.store.put(aibot.STREAM_NS, sid, aibot.stream_body(sid, finish=True)["stream"],
+                           ttl_s=aibot.STREAM_TTL_S)
 
     def _platform(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
         source = str(payload.get("source", ""))
@@ -157,6 +185,47 @@ class InboxHandler:
         return msg, route(platform=msg.platform, group_id=text_field(fields, "ChatId"),
                           user_id=text_field(fields, "FromUserName"),
                           group_channel=WECOM_APPCHAT)
+
+    def _aibot(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
+        body = payload.get("body")
+        if not isinstance(body, dict):
+            self._reject("invalid_aibot", "")
+            return None
+        msgid = str(body.get("msgid", ""))
+        if aibot.is_event(body):
+            name = "aibot:" + aibot.event_type(body)
+            if name == "aibot:feedback_event":
+                # 1 accurate, 2 inaccurate, 3 cancelled (WECOM.md §1.4): counted as a signal.
+                kind = aibot.obj(aibot.obj(body, "event"), "feedback_event").get("type")
+                name += f":{kind}" if kind in (1, 2, 3) else ":unknown"
+            self.store.commit(Batch(incrs=[(EVENTS_NS, name, 1)], once=f"event:aibot:{msgid}",
+                                    once_ttl_s=self.dedup_ttl_s))
+            return None
+        at = int(payload.get("at", 0))
+        msg = aibot.message_from_aibot(body, bot_names=self.aibot_names, received_at=at)
+        if msg is None:
+            kind = f"aibot:{str(body.get('msgtype', ''))[:40]}"
+            self.store.commit(Batch(incrs=[(UNKNOWN_NS, kind, 1)], once=f"unknown:aibot:{msgid}",
+                                    once_ttl_s=self.dedup_ttl_s))
+            return None
+        return msg, self._aibot_conversation(payload, body, msg, at)
+
+    def _aibot_conversation(self, payload: dict[str, Any], body: dict[str, Any],
+                            msg: ChatMessage, at: int) -> Conversation | None:
+        """Where the answer to an AI-bot message goes: over the connection it came by."""
+        thread = msg.group_id or msg.user_id
+        if payload.get("channel") == "ws":
+            req_id = payload.get("req_id")
+            return Conversation(AIBOT_WS, str(req_id), thread=thread) if req_id else None
+        if self.aibot_reply_mode == "stream":
+            return Conversation(AIBOT_STREAM, aibot.stream_id(str(body.get("msgid"))),
+                                thread=thread, expires_at=at + aibot.STREAM_TTL_S)
+        url = body.get("response_url")
+        if not isinstance(url, str) or not url:
+            return None
+        # Valid for an hour from the message; `at` (when we received it) is a little later.
+        return Conversation(AIBOT_RESPONSE_URL, url, thread=thread,
+                            expires_at=at + aibot.RESPONSE_URL_TTL_S - 60)
 
     def _message(self, payload: dict[str, Any]) -> tuple[ChatMessage, Conversation | None] | None:
         try:

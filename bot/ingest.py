@@ -35,6 +35,8 @@ class IngestReport:
     resumed_at_line: int = 0  # lines skipped because an earlier run had queued them
     lines: int = 0  # lines read by this run
     done: bool = False  # the whole file has been read
+    # Lines read but not queued as messages, by why (wecom-archive: media, recalls, consent…).
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def _file_key(path: Path) -> str:
@@ -75,11 +77,14 @@ def ingest_jsonl(
     limit: int | None = None,
     restart: bool = False,
     checkpoint_every: int = 500,
+    line_handler: Callable[[bytes, int, IngestReport], None] | None = None,
 ) -> IngestReport:
     """Queue every message of a JSONL file, resuming after the last run's checkpoint.
 
     on_progress receives the number of bytes consumed since its last call. limit stops after
     that many lines (the next run goes on from there). restart ignores the checkpoint.
+    line_handler(raw, line number, report) queues one line of another format (default: a
+    CONTRACTS §2 message through the inbox); it returns once the line is durably queued.
     """
     key = _file_key(path)
     size = path.stat().st_size
@@ -111,7 +116,10 @@ def ingest_jsonl(
                     report.done = True
                     break
                 if raw.strip():
-                    _queue_line(raw, line_no + 1, inbox, report)
+                    if line_handler is None:
+                        _queue_line(raw, line_no + 1, inbox, report)
+                    else:
+                        line_handler(raw, line_no + 1, report)
                 # Advanced only once the line is durably queued (or reported as bad).
                 line_no += 1
                 report.lines += 1

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from bot.group_settings import CardLinksFor, GroupSettings, GroupSettingsRepo
 from bot.routing import PERSONAL_CHANNELS, Conversation, ReplyJob, mentions, strip_mentions
 from models.errors import UpstreamError
 from models.messages import ChatMessage
@@ -37,6 +38,13 @@ _QUESTION_CUES = ("?", "？", "吗", "呢", "么", "推荐", "哪个", "哪款",
                   "怎么", "如何", "有没有", "求", "好不好", "该不该", "能不能", "可以不")
 
 Sender = Callable[[str, str], None]  # (address, text)
+# (items, card_url, user_name) → the reply's text; a channel may have its own (markdown).
+Renderer = Callable[[Sequence[Recommendation], str | None, str | None], str]
+
+
+def sent_marker(reply_id: str) -> str:
+    """Return the store marker set once the reply to this message is sent (or given up)."""
+    return f"reply-sent:{reply_id}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,11 @@ def render(items: Sequence[Recommendation], *, card_url: str | None,
     return "\n".join(lines)
 
 
+def _render_plain(items: Sequence[Recommendation], card_url: str | None,
+                  user_name: str | None) -> str:
+    return render(items, card_url=card_url, user_name=user_name)
+
+
 @dataclass
 class Replier:
     """Decide replies (in the inbox worker) and send reply jobs."""
@@ -94,6 +107,12 @@ class Replier:
     senders: Mapping[str, Sender] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     log_keep: int = REPLY_LOG_KEEP  # newest reply-log entries purge() keeps
+    renderers: Mapping[str, Renderer] = field(default_factory=dict)  # channel → renderer
+    # Per-group card, on/off and quiet hours (issue 15 point 5), and the card's tracked links.
+    groups: GroupSettingsRepo | None = None
+    card_links: CardLinksFor | None = None
+    # A chat id → the person it is linked to (nlp/identity.py): whose purchases to leave out.
+    canonical: Callable[[str], str] | None = None
 
     def is_from_bot(self, msg: ChatMessage) -> bool:
         """Return whether a message was sent by a bot, ours or another's."""
@@ -110,9 +129,9 @@ class Replier:
             return None
         if self.recommender is None or self.is_from_bot(msg) or not msg.text.strip():
             return None
+        group = self._group(msg)
         now = self.clock()
-        if is_quiet(now, start_hour=p.quiet_start_hour, end_hour=p.quiet_end_hour,
-                    tz_offset_hours=p.tz_offset_hours):
+        if (group is not None and not group.reply_enabled) or self._quiet(now, group):
             return None
         mentioned = msg.mentions_bot or mentions(msg.text, p.bot_names)
         if not mentioned and not looks_like_question(msg.text):
@@ -122,10 +141,14 @@ class Replier:
         if last is not None and now - float(last.doc.get("at", 0)) < p.min_interval_s:
             return None
         query = strip_mentions(msg.text, p.bot_names)
-        result = self.recommender.for_text(query or msg.text, k=p.max_items,
-                                           user_id=msg.user_id)
+        result = self.recommender.for_text(
+            query or msg.text, k=p.max_items,
+            user_id=self.canonical(msg.user_id) if self.canonical else msg.user_id)
         items = list(result.items)[: p.max_items]
-        if not items or (not mentioned and items[0].score < p.confidence):
+        # Never on an answer mingpian is not confident of (chit-chat, off-topic), even when
+        # mentioned; unprompted only above the calibrated confidence of the policy.
+        if not items or not result.confident or (
+                not mentioned and items[0].confidence < p.confidence):
             return None
         if self._erased(msg.user_id, msg.ts):
             return None  # a message of an erased user, sent before the erasure, gets no answer
@@ -136,11 +159,38 @@ class Replier:
         self.store.put(RATE_NS, conv.key, {"at": now, "msg_id": msg.msg_id,
                                            "user_id": msg.user_id},
                        ttl_s=max(1, p.min_interval_s))
+        renderer = self.renderers.get(conv.channel, _render_plain)
+        card_url, items = self._linked(group, items)
         return ReplyJob(reply_id=msg.msg_id, channel=conv.channel, address=conv.address,
                         conversation=conv.key,
-                        text=render(items, card_url=p.card_url, user_name=msg.user_name),
+                        text=renderer(items, card_url, msg.user_name),
                         items=tuple(it.id for it in items), mentioned=mentioned,
-                        user_id=msg.user_id, ts=msg.ts)
+                        user_id=msg.user_id, ts=msg.ts, expires_at=conv.expires_at)
+
+    def _group(self, msg: ChatMessage) -> GroupSettings | None:
+        """Return the settings of the message's group, or None (global settings apply)."""
+        if self.groups is None or msg.group_id is None:
+            return None
+        return self.groups.get(msg.group_id)
+
+    def _quiet(self, now: float, group: GroupSettings | None) -> bool:
+        """Return whether now is in the group's quiet hours (else the global ones)."""
+        p = self.policy
+        q = group.quiet_hours if group is not None else None
+        return is_quiet(now, start_hour=q.start_hour if q else p.quiet_start_hour,
+                        end_hour=q.end_hour if q else p.quiet_end_hour,
+                        tz_offset_hours=p.tz_offset_hours)
+
+    def _linked(self, group: GroupSettings | None, items: list[Recommendation]
+                ) -> tuple[str | None, list[Recommendation]]:
+        """Return the card link and the items a reply carries: with the group's card, its
+        share page and every item through its share code (a click on the radar, an order
+        bound to the salesperson); else the global card link and the mall's URLs."""
+        links = (self.card_links(group.card_id) if group is not None and group.card_id
+                 and self.card_links is not None else None)
+        if links is None:
+            return self.policy.card_url, items
+        return links.card_url, [replace(it, url=links.item_url(it.id)) for it in items]
 
     def _erased(self, user_id: str, ts: int) -> bool:
         at = erased_at(self.store, user_id)
@@ -155,7 +205,11 @@ class Replier:
         if job.user_id is not None and self._erased(job.user_id, job.ts):
             log.info("reply %s dropped: its asker was erased", job.reply_id)
             return False
-        marker = f"reply-sent:{job.reply_id}"
+        if job.expires_at and self.clock() > job.expires_at:
+            # A response_url works for an hour: a late reply would only be refused.
+            log.info("reply %s dropped: its address expired", job.reply_id)
+            return False
+        marker = sent_marker(job.reply_id)
         if not self.store.first_seen(marker, self.policy.dedup_ttl_s):
             return False
         try:

@@ -17,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.archive.standin import ArchiveStandIn
+from bot.standin_contacts import ContactsStandIn
+
+AIBOT_RESPONSE_PATH = "/cgi-bin/aibot/response"  # the AI bot's response_url (D101138)
 SEND_PATHS = ("/cgi-bin/message/send", "/cgi-bin/appchat/send", "/cgi-bin/message/custom/send")
 
 
@@ -47,11 +51,17 @@ class WeComStandIn:
         self._serial = 0
         self.current_token: str | None = None
         self._fail: list[int] = []
+        # AI-bot response_urls minted by response_url(): code → used yet (one use each).
+        self._response_codes: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.02}, daemon=True)
+        # Customer contacts: tags, 联系我, OAuth, JS-SDK (issue 15, bot/standin_contacts.py).
+        self.contacts = ContactsStandIn(self)
+        # The chat archive's check_single_agree and groupchat/get (issue 14, bot/archive/).
+        self.archive = ArchiveStandIn(lambda token: token == self.current_token)
 
     # -- control -------------------------------------------------------------
     @property
@@ -77,6 +87,18 @@ class WeComStandIn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def response_url(self) -> str:
+        """Return a fresh AI-bot response_url on this server (usable once, like WeCom's)."""
+        with self._lock:
+            code = f"rc-{len(self._response_codes) + 1}"
+            self._response_codes[code] = False
+        return f"{self.url}{AIBOT_RESPONSE_PATH}?response_code={code}"
+
+    def aibot_responses(self) -> list[dict[str, Any]]:
+        """Return the bodies of the response_url POSTs that were accepted, in order."""
+        return [r.body for r in self.sent(AIBOT_RESPONSE_PATH)
+                if r.body is not None and r.query.get("accepted") == "1"]
 
     def fail_next(self, errcode: int, times: int = 1) -> None:
         """Make the next `times` send calls answer errcode."""
@@ -111,6 +133,8 @@ class WeComStandIn:
 
     def answer(self, method: str, path: str, query: dict[str, str],
                body: dict[str, Any] | None) -> dict[str, Any]:
+        if method == "POST" and path == AIBOT_RESPONSE_PATH:
+            return self._aibot_response(query, body)
         with self._lock:
             self.requests.append(Recorded(method, path, query, body))
         if method == "GET" and path in ("/cgi-bin/gettoken", "/cgi-bin/token"):
@@ -121,7 +145,31 @@ class WeComStandIn:
             return {"errcode": 0, "errmsg": "ok"}
         if method == "POST" and path in SEND_PATHS:
             return self._send(query, body)
-        return {"errcode": 404, "errmsg": f"unknown api {method} {path}"}
+        # Tags, contacts, 联系我, OAuth (bot/standin_contacts.py), else unknown.
+        return (self.archive.answer(method, path, query, body)
+                or self.contacts.answer(method, path, query, body)
+                or {"errcode": 404, "errmsg": f"unknown api {method} {path}"})
+
+    def _aibot_response(self, query: dict[str, str],
+                        body: dict[str, Any] | None) -> dict[str, Any]:
+        # "每个 response_url 用户可以调用接口一次" (D101138): a second use is refused. The
+        # errcode for a reused or unknown code is not documented; 40001-style codes are not
+        # it, so this one is the stand-in's own.
+        content = (body or {}).get("markdown", {}).get("content") \
+            if isinstance((body or {}).get("markdown"), dict) else None
+        with self._lock:
+            code = query.get("response_code", "")
+            fresh = self._response_codes.get(code) is False
+            ok = fresh and (body or {}).get("msgtype") == "markdown" and bool(content)
+            if ok:
+                self._response_codes[code] = True
+            self.requests.append(Recorded("POST", AIBOT_RESPONSE_PATH,
+                                          {**query, "accepted": "1" if ok else "0"}, body))
+        if not fresh:
+            return {"errcode": 600_001, "errmsg": "invalid or used response_code"}
+        if not ok:
+            return {"errcode": 40008, "errmsg": "invalid message type"}
+        return {"errcode": 0, "errmsg": "ok"}
 
     def _token(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         if path == "/cgi-bin/gettoken":
@@ -150,6 +198,17 @@ class WeComStandIn:
             def _serve(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 query = dict(parse_qsl(parts.query))
+                raw = fake.contacts.answer_raw(method, parts.path, query)
+                if raw is not None:  # a redirect, a PNG or a script (bot/standin_contacts.py)
+                    with fake._lock:
+                        fake.requests.append(Recorded(method, parts.path, query, None))
+                    self.send_response(raw[0])
+                    for name, value in raw[1].items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(raw[2])))
+                    self.end_headers()
+                    self.wfile.write(raw[2])
+                    return
                 body: dict[str, Any] | None = None
                 length = int(self.headers.get("content-length") or 0)
                 if length:

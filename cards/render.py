@@ -97,6 +97,7 @@ class PageRenderer:
         poster_url: str,
         personal: bool,
         csp_nonce: str,
+        contact_qr: str | None = None,
     ) -> str:
         """Return the page's HTML; items come with the href each one links through.
 
@@ -109,7 +110,7 @@ class PageRenderer:
         return self.env.get_template("card.html").render(
             card=card, items=shown, page_url=page_url, poster_url=poster_url,
             description=description, initial=_initial(card.name), csp_nonce=csp_nonce,
-            items_heading="为你推荐" if personal else "热门好物",
+            items_heading="为你推荐" if personal else "热门好物", contact_qr=contact_qr,
         )
 
 

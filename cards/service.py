@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from cards.contact_way import ContactWays, MakeContactWay
 from cards.items import CardItem, ItemSource
 from cards.ledger import DEMO_LEDGER_KEY
+from cards.order_feedback import OrderFeedback
 from cards.orders import PlanLedger, Submitted
 from cards.plan import BindPolicy, OrderEvent, PlanConfig, ReferralView, RewardsView
 from cards.render import PageRenderer, find_cjk_font, render_poster
@@ -31,6 +33,7 @@ from cards.repo import Card, CardFields, CardPatch, Cards
 from cards.share import Share, Shares, local_day
 from cards.viewer import ViewerKeys, Visitor
 from models.errors import NotFoundError, RateLimitedError
+from nlp.feedback import OrderSignal
 from store import Store
 
 log = logging.getLogger("mingpian.cards")
@@ -210,7 +213,9 @@ class CardsService:
     """Everything behind /v1/cards, /c, /s, /r, /v1/referrals, /v1/orders and /v1/rewards."""
 
     def __init__(self, store: Store, *, config: CardsConfig, items: ItemSource,
-                 posters: PosterCache, clock: Callable[[], float]) -> None:
+                 posters: PosterCache, clock: Callable[[], float],
+                 make_contact_way: MakeContactWay | None = None,
+                 learn_order: Callable[[OrderSignal], None] | None = None) -> None:
         self.store = store
         self.config = config
         self.items = items
@@ -227,6 +232,12 @@ class CardsService:
                                  resolve_code=self.shares.sharer_of, clock=clock,
                                  ledger_key=config.ledger_key)
         self.renderer = PageRenderer()
+        # The 联系我 QR code under "加企业微信" (issue 15 point 6); none without WeCom.
+        self.contact_ways = ContactWays(store, make=make_contact_way)
+        # Orders back to the recommender from the plan's event log (issue 15 point 7): also
+        # those a crashed process accepted and a later catch-up applied. None: the old way.
+        self.order_feedback = None if learn_order is None else OrderFeedback(
+            store, learn=learn_order, provider_of=self._provider_of)
         self._popular: dict[str | None, tuple[float, list[CardItem]]] = {}
         self._popular_lock = threading.Lock()
         self._popular_refreshing: set[str | None] = set()
@@ -248,12 +259,16 @@ class CardsService:
         self.cards.get_card_or_raise(card_id)
 
     def create_card(self, fields: CardFields) -> Card:
-        """Create a card."""
-        return self.cards.create_card(fields)
+        """Create a card (and, best effort, its 联系我 QR code)."""
+        card = self.cards.create_card(fields)
+        self.contact_ways.ensure(card)
+        return card
 
     def update_card(self, card_id: str, patch: CardPatch) -> Card:
         """Change a card (its version goes up, so its poster is redrawn)."""
-        return self.cards.update_card(card_id, patch)
+        card = self.cards.update_card(card_id, patch)
+        self.contact_ways.ensure(card)
+        return card
 
     # ------------------------------------------------------------------ shares
 
@@ -354,7 +369,7 @@ class CardsService:
         return self.renderer.card_page(
             card, items=linked, page_url=self.share_url(share),
             poster_url=f"{self.base}/c/{card.id}/poster.png", personal=viewer_id is not None,
-            csp_nonce=csp_nonce,
+            csp_nonce=csp_nonce, contact_qr=self.contact_ways.ensure(card),
         )
 
     def card_page(self, card_id: str, *, viewer_id: str | None, csp_nonce: str) -> str:
@@ -458,9 +473,10 @@ class CardsService:
         mall's retry after a crash), tells the recommender again: "bought" is a set, and
         popularity counts only the first delivery."""
         sub = self.ledger.submit_order(event, ref_code=ref_code)
+        self.feed_back()
         _raise_refusal(sub)
         applied = sub.duplicate or sub.outcome is not None
-        if event.status == "completed" and applied:
+        if self.order_feedback is None and event.status == "completed" and applied:
             self.record_purchase(event.user_id, [i.item_id for i in event.items],
                                  first=not sub.duplicate)
         return OrderResult(refund_cents=event.refund_cents, duplicate=sub.duplicate,
@@ -478,6 +494,24 @@ class CardsService:
         # A backlog left by a crashed process is applied before anyone reads the plan.
         if self.ledger.pending() > 0:
             self.ledger.catch_up()
+        self.feed_back()
+
+    def feed_back(self) -> int:
+        """Feed every logged order event not fed back yet to the recommender (best effort:
+        what fails now is fed back by the next call); return how many events."""
+        if self.order_feedback is None:
+            return 0
+        try:
+            return self.order_feedback.run()
+        except Exception:
+            log.exception("feeding orders back to the recommender failed; retried later")
+            return 0
+
+    def _provider_of(self, code: str) -> str | None:
+        """Return the provider of the card a share code is for, or None."""
+        share = self.shares.resolve(code)
+        card = self.cards.get_card(share.card_id) if share is not None else None
+        return card.provider_id if card is not None else None
 
     def rewards(self, user_id: str) -> RewardsView:
         """Return the user's ledger entries and balances (any backlog applied first)."""

@@ -36,6 +36,8 @@ _ID = re.compile(ID_PATTERN)
 _KNOWN = "k"
 _FIELDS = 3  # kind, visitor id, expiry
 _ANON = "a"
+_WECHAT = "w"  # signed in with WeChat (cards/oauth.py): the id is the visitor's openid
+WECHAT_COOKIE_TTL_S = 30 * 86_400
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Visitor:
     id: str
     known: bool
     expires_at: int
+    openid: str | None = None  # set when WeChat sign-in named the visitor (issue 15 point 2)
 
 
 def _b64(data: bytes) -> str:
@@ -127,17 +130,19 @@ class ViewerKeys:
 
     def cookie_value(self, visitor: Visitor) -> str:
         """Return the signed cookie value that stands for visitor until it expires."""
-        kind = _KNOWN if visitor.known else _ANON
+        kind = _WECHAT if visitor.openid else _KNOWN if visitor.known else _ANON
         return self._sign(self._cookie_keys[0], f"{kind}\n{visitor.id}\n{visitor.expires_at}")
 
     def read_cookie(self, value: str, *, now: float) -> Visitor | None:
         """Return the visitor a valid cookie stands for; None for a forged or stale one."""
         got = self._fields(self._open(self._cookie_keys, value), now=now)
-        if got is None or got[0] not in (_KNOWN, _ANON):
+        if got is None or got[0] not in (_KNOWN, _ANON, _WECHAT):
             return None
         kind, visitor_id, expires_at = got
         if kind == _ANON and not visitor_id.startswith(ANONYMOUS_PREFIX):
             return None
+        if kind == _WECHAT:
+            return Visitor(visitor_id, known=True, expires_at=expires_at, openid=visitor_id)
         return Visitor(visitor_id, known=kind == _KNOWN, expires_at=expires_at)
 
     # ------------------------------------------------------------------ anonymous

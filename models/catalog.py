@@ -81,6 +81,9 @@ class CatalogItem(BaseModel):
         default_factory=list)
     active: Annotated[bool, Field(strict=True)] = True
     updated_at: Timestamp | None = None
+    # A consumable (diapers, wipes): recommended again this many days after a purchase;
+    # None: once bought, never again (issue 15 point 7).
+    repurchase_days: Annotated[int, Field(ge=1, le=3650, strict=True)] | None = None
 
     @field_validator("availability")
     @classmethod
@@ -94,8 +97,11 @@ class CatalogItem(BaseModel):
 
     # -- derived values ------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """Return the CONTRACTS §4 JSON object."""
-        return self.model_dump(mode="json")
+        """Return the CONTRACTS §4 JSON object (``repurchase_days`` only when set)."""
+        doc = self.model_dump(mode="json")
+        if doc["repurchase_days"] is None:
+            del doc["repurchase_days"]
+        return doc
 
     def embedding_text(self) -> str:
         """Return the text whose embedding represents the item (title, category, tags, blurb)."""

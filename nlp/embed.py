@@ -72,7 +72,8 @@ class UseEmbedder:
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model by local path or name (no downloads at run time)."""
 
-    def __init__(self, name_or_path: str, *, threads: int | None = None) -> None:
+    def __init__(self, name_or_path: str, *, threads: int | None = None,
+                 name: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -86,7 +87,9 @@ class SentenceTransformerEmbedder:
         self._model = SentenceTransformer(name_or_path, device="cpu")
         dim = self._model.get_embedding_dimension()
         self.dim = int(dim or 0)
-        self.name = f"st:{name_or_path}"
+        # The setting's spelling ("st:packaged:m3e-small"), not a machine's path: calibrations
+        # and relevance models are looked up by it.
+        self.name = name or f"st:{name_or_path}"
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> Vectors:
@@ -116,6 +119,11 @@ class HashEmbedder:
         return _normalise(out)
 
 
+def normalise_text(text: str) -> str:
+    """Return text with surrounding whitespace removed and inner runs of it made one space."""
+    return " ".join(text.split())
+
+
 class CachedEmbedder:
     """A bounded LRU cache by text hash in front of another embedder, with batching."""
 
@@ -141,6 +149,9 @@ class CachedEmbedder:
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def encode(self, texts: Sequence[str]) -> Vectors:
+        # Keyed (and encoded) by the normalised text: "防晒 推荐" and " 防晒  推荐\n" are
+        # one query to the mall's search box, and one cache entry.
+        texts = [normalise_text(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         missing: dict[bytes, list[int]] = {}
         order: list[str] = []
@@ -190,7 +201,8 @@ def _load_inner(spec: str, threads: int | None) -> Embedder:
     if spec.startswith("st:"):
         target = spec[3:]
         if target.startswith("packaged:"):
-            target = str(packaged_model_path(target.split(":", 1)[1]))
+            path = str(packaged_model_path(target.split(":", 1)[1]))
+            return SentenceTransformerEmbedder(path, threads=threads, name=spec)
         return SentenceTransformerEmbedder(target, threads=threads)
     if spec.startswith("hash"):
         return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 256)

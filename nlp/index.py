@@ -2,10 +2,16 @@
 
 Readers take an immutable :class:`_Snapshot` by reference; writers build a new snapshot and
 swap the reference, so a search never sees a half-built index. A snapshot is a *main* faiss
-index (exact ``IndexFlatIP`` up to ``exact_max`` rows, ``IndexIVFFlat`` above) plus a small
-*delta* of items changed since main was built, searched by brute force, and tombstones for
-main rows that were removed or superseded. When the delta grows, main is rebuilt in a
-background thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
+index (exact ``IndexFlatIP`` up to ``exact_max`` rows, IVF above) plus a small *delta* of
+items changed since main was built, searched by brute force, and tombstones for main rows
+that were removed or superseded. When the delta grows, main is rebuilt in a background
+thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
+
+Each main row's vector is held once (issue 17): by the exact index (and read back as a view
+of faiss's own storage), or by the IVF lists, as float16 (``IndexIVFScalarQuantizer``,
+``QT_fp16``: half the memory of float32, recall@10 unchanged at the printed figure) and read
+back by id through the index's direct map. A persisted index is opened with
+``IO_FLAG_MMAP``, so the processes of ``serve --workers N`` share its pages.
 
 The catalog itself (items, vectors, a change log whose length is the version) is read
 through :class:`catalog.feed.CatalogFeed`, so every process of a Redis deployment converges on the same
@@ -20,10 +26,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -41,6 +47,7 @@ Rows = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
 
 _KIND_CODE: dict[str, int] = {k: i for i, k in enumerate(KINDS)}
+_BY_RESIDUAL = False  # IVF lists store rows themselves, not rows minus their centroid
 # faiss builds its Python classes with SWIG: keyword constructors and some methods are
 # invisible to mypy, so those few calls go through an untyped handle.
 _F: Any = faiss
@@ -108,23 +115,31 @@ def ivf_nlist(n: int) -> int:
 
 def train_ivf(x: Vectors, *, nlist: int, seed: int = 1234, per_list: int = 48,
               niter: int = 15) -> faiss.Index:
-    """Return an empty, trained IndexIVFFlat (inner product) whose lists suit x.
+    """Return an empty, trained IVF index (inner product, float16 lists) whose lists suit x.
 
     k-means runs on at most per_list·nlist rows for niter rounds: at 1M rows that is a
     minute on two cores instead of several, for centroids just as good for routing.
     """
-    d = x.shape[1]
-    quantizer = faiss.IndexFlatIP(d)
-    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    return train_ivf_sample(lambda rows: x[rows], n=len(x), dim=x.shape[1], nlist=nlist,
+                            seed=seed, per_list=per_list, niter=niter)
+
+
+def train_ivf_sample(take: Callable[[Rows], Vectors], *, n: int, dim: int, nlist: int,
+                     seed: int = 1234, per_list: int = 48, niter: int = 15) -> faiss.Index:
+    """Return an empty IVF index trained on a sample of n rows read through take(rows)."""
+    quantizer = faiss.IndexFlatIP(dim)
+    # float16 lists: half of IndexIVFFlat's memory, inner products within ~1e-3 (recall@10
+    # is printed by bench/bench_issue17.py). No residuals: a row decodes to itself.
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                        faiss.METRIC_INNER_PRODUCT, _BY_RESIDUAL)
     ivf.cp.spherical = True  # centroids on the unit sphere: right for cosine data
     ivf.cp.seed = seed
     ivf.cp.niter = niter
-    sample = x
+    rows = np.arange(n, dtype=np.int64)
     cap = per_list * nlist
-    if len(x) > cap:
-        rng = np.random.default_rng(seed)
-        sample = x[np.sort(rng.choice(len(x), cap, replace=False))]
-    ivf.train(np.ascontiguousarray(sample))
+    if n > cap:
+        rows = np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    ivf.train(np.ascontiguousarray(take(rows), dtype=np.float32))
     return ivf
 
 
@@ -132,29 +147,75 @@ def build_main(x: Vectors, *, exact_max: int, trained: faiss.Index | None = None
                ) -> tuple[faiss.Index | None, Vectors]:
     """Return (faiss index over rows 0..n-1, the rows' vectors) — exact up to exact_max.
 
-    For the exact index the returned vectors are a view into faiss's own storage (no copy).
+    For the exact index the returned vectors are a view into faiss's own storage (no copy);
+    for IVF they are empty: the lists hold the only copy (read back with main_vectors).
     ``trained`` is an empty trained IVF to reuse (compaction keeps the lists it trained).
     """
-    n, d = x.shape
+    n = len(x)
+    return build_main_from(lambda a, b: x[a:b], lambda rows: x[rows], n=n, dim=x.shape[1],
+                           exact_max=exact_max, trained=trained)
+
+
+_ADD_CHUNK = 8192  # rows added to a new main index at a time: a bounded transient copy
+
+
+def build_main_from(
+        read: Callable[[int, int], Vectors], take: Callable[[Rows], Vectors], *, n: int,
+        dim: int, exact_max: int, trained: faiss.Index | None = None
+) -> tuple[faiss.Index | None, Vectors]:
+    """build_main over rows read in chunks: read(a, b) returns rows a..b-1 and take(rows)
+    any rows (the IVF training sample), so no second copy of every vector is ever made."""
+    empty = np.zeros((0, dim), dtype=np.float32)
     if n == 0:
-        return None, x
+        return None, empty
     if n <= exact_max:
-        flat = faiss.IndexFlatIP(d)
-        flat.add(np.ascontiguousarray(x))
-        view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
-        return flat, view
-    ivf = faiss.clone_index(trained) if trained is not None else train_ivf(
-        x, nlist=ivf_nlist(n))
-    ivf.add(np.ascontiguousarray(x))
-    return ivf, np.ascontiguousarray(x)
+        main: faiss.Index = faiss.IndexFlatIP(dim)
+    else:
+        main = (faiss.clone_index(trained) if trained is not None
+                else train_ivf_sample(take, n=n, dim=dim, nlist=ivf_nlist(n)))
+    for a in range(0, n, _ADD_CHUNK):
+        main.add(np.ascontiguousarray(read(a, min(n, a + _ADD_CHUNK)), dtype=np.float32))
+    return main, _own_vectors(main, n=n, dim=dim)
+
+
+def _own_vectors(main: faiss.Index | None, *, n: int, dim: int) -> Vectors:
+    """Return the exact index's rows as a view of its storage; for IVF, make the direct map
+    (row → list position) that main_vectors reads through, and return no rows."""
+    if main is None:
+        return np.zeros((0, dim), dtype=np.float32)
+    if isinstance(main, faiss.IndexIVF):
+        main.make_direct_map()
+        return np.zeros((0, dim), dtype=np.float32)
+    flat: Any = main
+    return faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+
+
+def main_vectors(main: faiss.Index | None, x: Vectors, rows: Rows) -> Vectors:
+    """Return main's vectors of these rows: from x (exact) or decoded from the IVF lists."""
+    if main is None or not isinstance(main, faiss.IndexIVF) or len(rows) == 0:
+        return np.asarray(x[rows], dtype=np.float32)
+    # reconstruct_batch decodes only these rows; the typed stub hides the SWIG signature.
+    handle: Any = main
+    out: Vectors = handle.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+    return out
 
 
 def _empty_trained(index: faiss.Index | None) -> faiss.Index | None:
+    """Return an empty IVF index with index's trained lists (None: index is not IVF)."""
     if index is None or not isinstance(index, faiss.IndexIVF):
         return None
-    empty = faiss.clone_index(index)
-    empty.reset()
-    return empty
+    # New float16 lists around a copy of the trained quantizer: cloning index would copy
+    # every list first (and lists read with IO_FLAG_MMAP cannot be cloned at all).
+    handle: Any = index
+    quantizer: Any = faiss.clone_index(handle.quantizer)
+    ivf: Any = faiss.IndexIVFScalarQuantizer(quantizer, index.d, handle.nlist,
+                                             faiss.ScalarQuantizer.QT_fp16,
+                                             faiss.METRIC_INNER_PRODUCT, _BY_RESIDUAL)
+    ivf.own_fields = True
+    quantizer.this.disown()  # the IVF index owns (and frees) its quantizer now
+    ivf.is_trained = True
+    out: faiss.Index = ivf
+    return out
 
 
 # -- snapshots --------------------------------------------------------------------------
@@ -166,7 +227,7 @@ class _Snapshot:
     epoch: str
     dim: int
     main: faiss.Index | None
-    x: Vectors  # main rows' vectors
+    x: Vectors  # main rows' vectors when exact (a view of faiss's storage); IVF: none
     meta: _Meta
     row_of: dict[str, int]
     dead: Mask  # main rows removed or superseded by the delta
@@ -386,6 +447,8 @@ class VectorIndex:
         snap = self._snap
         delta_of = snap.delta_of
         out: dict[str, Vectors] = {}
+        main_ids: list[str] = []
+        main_rows: list[int] = []
         for i in ids:
             r = delta_of.get(i)
             if r is not None:
@@ -393,7 +456,11 @@ class VectorIndex:
                 continue
             r = snap.row_of.get(i)
             if r is not None and not snap.dead[r]:
-                out[i] = snap.x[r]
+                main_ids.append(i)
+                main_rows.append(r)
+        if main_rows:
+            got = main_vectors(snap.main, snap.x, np.asarray(main_rows, dtype=np.int64))
+            out.update(zip(main_ids, got, strict=True))
         return out
 
     def eligible(self, ids: Sequence[str], *, provider_id: str | None = None,
@@ -522,14 +589,14 @@ class VectorIndex:
             started = time.perf_counter()
             alive = np.flatnonzero(~base.dead)
             ids = [base.meta.ids[r] for r in alive] + base.delta_ids
-            x = np.concatenate([base.x[alive], base.delta_x]) if len(ids) else base.x[:0]
             items = _merged_meta(base, alive)
             trained, trained_n = base.trained, base.trained_n
             if len(ids) > self.exact_max and (trained is None or len(ids) > 2 * trained_n):
                 trained, trained_n = None, len(ids)
-            new = _from_rows(ids, x, items, version=base.version, epoch=base.epoch,
-                             dim=self.dim, exact_max=self.exact_max, trained=trained,
-                             trained_n=trained_n)
+            # Rows are read from the old main a chunk at a time: never a second full copy.
+            new = _from_source(ids, _CompactionRows(base, alive), items, version=base.version,
+                               epoch=base.epoch, dim=self.dim, exact_max=self.exact_max,
+                               trained=trained, trained_n=trained_n)
             with self._write:
                 if self._snap.epoch != base.epoch:
                     return
@@ -552,18 +619,17 @@ class VectorIndex:
         epoch = self.feed.epoch()
         ids: list[str] = []
         items: list[CatalogItem] = []
-        chunks: list[Vectors] = []
+        pages = _Pages(self.dim)
         for e in self.feed.iter_entries():
             if not e.item.active or e.vector.shape != (self.dim,):
                 continue
             ids.append(e.item.id)
             items.append(e.item)
-            chunks.append(e.vector)
-        x = np.vstack(chunks).astype(np.float32) if chunks else np.zeros((0, self.dim),
-                                                                          dtype=np.float32)
-        snap = _from_rows(ids, x, _Meta.of(items), version=version, epoch=epoch,
-                          dim=self.dim, exact_max=self.exact_max, trained=None,
-                          trained_n=len(ids))
+            pages.append(e.vector)
+        snap = _from_source(ids, pages, _Meta.of(items), version=version, epoch=epoch,
+                            dim=self.dim, exact_max=self.exact_max, trained=None,
+                            trained_n=len(ids))
+        del pages
         caught = self._catch_up(snap)
         if caught is None:
             # The log was trimmed past the version read before the scan: refresh() finds
@@ -604,7 +670,89 @@ class VectorIndex:
 def _from_rows(  # noqa: PLR0913  one parameter per _Snapshot field it is built from
         ids: list[str], x: Vectors, meta: _Meta, *, version: int, epoch: str, dim: int,
         exact_max: int, trained: faiss.Index | None, trained_n: int) -> _Snapshot:
-    main, xv = build_main(x, exact_max=exact_max, trained=trained)
+    return _from_source(ids, _ArrayRows(x), meta, version=version, epoch=epoch, dim=dim,
+                        exact_max=exact_max, trained=trained, trained_n=trained_n)
+
+
+class _RowSource(Protocol):
+    """Rows of vectors to build a main index from, read a part at a time."""
+
+    def read(self, a: int, b: int) -> Vectors:
+        """Return rows a..b-1."""
+        ...
+
+    def take(self, rows: Rows) -> Vectors:
+        """Return these rows (sorted)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _ArrayRows:
+    """Rows of one array."""
+
+    x: Vectors
+
+    def read(self, a: int, b: int) -> Vectors:
+        return self.x[a:b]
+
+    def take(self, rows: Rows) -> Vectors:
+        return self.x[rows]
+
+
+class _Pages:
+    """Rows appended one at a time into fixed pages: a full build holds each vector once
+    (a list of per-item arrays and its vstack held it three times)."""
+
+    PAGE = 4096
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.pages: list[Vectors] = []
+        self.n = 0
+
+    def append(self, v: Vectors) -> None:
+        """Add one row."""
+        if self.n % self.PAGE == 0:
+            self.pages.append(np.empty((self.PAGE, self.dim), dtype=np.float32))
+        self.pages[-1][self.n % self.PAGE] = v
+        self.n += 1
+
+    def read(self, a: int, b: int) -> Vectors:
+        return self.take(np.arange(a, b, dtype=np.int64))
+
+    def take(self, rows: Rows) -> Vectors:
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        page, off = np.divmod(rows, self.PAGE)
+        for p in np.unique(page):
+            hit = page == p
+            out[hit] = self.pages[int(p)][off[hit]]
+        return out
+
+
+@dataclass(frozen=True)
+class _CompactionRows:
+    """A snapshot's alive main rows followed by its delta rows."""
+
+    base: _Snapshot
+    alive: Rows
+
+    def read(self, a: int, b: int) -> Vectors:
+        return self.take(np.arange(a, b, dtype=np.int64))
+
+    def take(self, rows: Rows) -> Vectors:
+        n = len(self.alive)
+        in_main = rows < n
+        out = np.empty((len(rows), self.base.dim), dtype=np.float32)
+        out[in_main] = main_vectors(self.base.main, self.base.x, self.alive[rows[in_main]])
+        out[~in_main] = self.base.delta_x[rows[~in_main] - n]
+        return out
+
+
+def _from_source(  # noqa: PLR0913  one parameter per _Snapshot field it is built from
+        ids: list[str], src: _RowSource, meta: _Meta, *, version: int, epoch: str, dim: int,
+        exact_max: int, trained: faiss.Index | None, trained_n: int) -> _Snapshot:
+    main, xv = build_main_from(src.read, src.take, n=len(ids), dim=dim, exact_max=exact_max,
+                               trained=trained)
     return _Snapshot(
         version=version, epoch=epoch, dim=dim, main=main, x=xv, meta=meta,
         row_of={i: r for r, i in enumerate(ids)}, dead=np.zeros(len(ids), dtype=np.bool_),
@@ -687,20 +835,18 @@ def _save(snap: _Snapshot, folder: Path) -> None:
         arrays[f"{name}_len"] = np.asarray([len(groups[k]) for k in keys], dtype=np.int64)
         arrays[f"{name}_rows"] = (np.concatenate([groups[k] for k in keys]) if keys
                                   else np.zeros(0, dtype=np.int64))
-    is_ivf = isinstance(snap.main, faiss.IndexIVF)
-    if is_ivf:
-        arrays["x"] = snap.x
-    tmp_npz = folder / f".{stem}.npz.tmp"
+    is_ivf = isinstance(snap.main, faiss.IndexIVF)  # its lists hold the vectors: no "x"
+    tmp_npz = folder / f".{stem}.npz.{os.getpid()}.tmp"
     with tmp_npz.open("wb") as fh:
         np.savez(fh, **arrays)
     os.replace(tmp_npz, folder / f"{stem}.npz")
     if snap.main is not None:
-        tmp = folder / f".{stem}.faiss.tmp"
+        tmp = folder / f".{stem}.faiss.{os.getpid()}.tmp"
         faiss.write_index(snap.main, str(tmp))
         os.replace(tmp, folder / f"{stem}.faiss")
     header = {"version": snap.version, "epoch": snap.epoch, "dim": snap.dim, "stem": stem,
               "has_main": snap.main is not None, "ivf": is_ivf, "trained_n": snap.trained_n}
-    tmp_cur = folder / ".CURRENT.tmp"
+    tmp_cur = folder / f".CURRENT.{os.getpid()}.tmp"
     tmp_cur.write_text(json.dumps(header))
     os.replace(tmp_cur, folder / "CURRENT")
     for old in folder.glob("catalog-*"):
@@ -728,18 +874,14 @@ def _load(folder: Path, *, dim: int) -> _Snapshot | None:
 
         meta = _Meta(ids=ids, kind=z["kind"], universal=z["universal"],
                      offers=groups("offers"), tags=groups("tags"))
-        x_saved = z["x"] if header["ivf"] else None
-    main = faiss.read_index(str(folder / f"{stem}.faiss")) if header["has_main"] else None
+    # Mapped, not read: the processes of `serve --workers N` share the pages of one file
+    # (and a process's peak memory does not hold the file's bytes and the index at once).
+    # (An exact index, at most exact_max rows, is read: its rows are viewed in place.)
+    main = (faiss.read_index(str(folder / f"{stem}.faiss"),
+                             faiss.IO_FLAG_MMAP if header["ivf"] else 0)
+            if header["has_main"] else None)
     n = len(ids)
-    if main is None:
-        x = np.zeros((0, dim), dtype=np.float32)
-    elif x_saved is not None:
-        x = np.ascontiguousarray(x_saved, dtype=np.float32)
-    else:
-        # read_index returns the concrete class (IndexFlatIP), owning its data; a downcast
-        # would make a second, non-owning wrapper.
-        flat: Any = main
-        x = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    x = _own_vectors(main, n=n, dim=dim)
     if main is not None and main.ntotal != n:
         raise ValueError("persisted index and ids disagree")
     return _Snapshot(

@@ -28,7 +28,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +43,12 @@ from store.retry import AGAIN, Again, retry
 NS_USER = "profile.user"
 NS_GROUP = "profile.group"
 NS_ERASED = "profile.erased"  # tombstones: tombstone_key(user_id) → {"at": Unix seconds}
+# Identity links (nlp/identity.py, issue 15), in this family so that one commit links ids and
+# merges their profiles, and a message's commit checks its sender's link.
+# A ChatMessage whose msg_type starts with this is a behaviour signal (nlp/feedback.py).
+SIGNAL_PREFIX = "signal:"
+NS_ALIAS = "profile.alias"  # raw user id → {"person": canonical id, "kind": id kind}
+NS_PERSON = "profile.person"  # canonical id → {"ids": [[kind, id], ...]}
 Kind = Literal["user", "group"]
 NAMESPACES: dict[str, str] = {"user": NS_USER, "group": NS_GROUP}
 FAMILY = family(NS_USER)  # both namespaces' family: one commit may write them all
@@ -78,9 +84,13 @@ class Profile:
     last_seen: int  # time of the newest message (Unix seconds)
     updated_at: int  # when the profile was last written (Unix seconds)
     groups: list[str]  # user: the groups it posted in, most recent last
+    # How many messages showed each tag (evidence, undecayed; issue 15's sidebar and console).
+    tag_counts: dict[str, int] = field(default_factory=dict)
 
 
-def _marker(msg_id: str) -> str:
+def applied_marker(msg_id: str) -> str:
+    """The once-key a message's application to the profiles is committed under: a message
+    whose marker is already set is never applied (a recall sets it first, bot/archive)."""
     return f"profile:{msg_id}"
 
 
@@ -114,6 +124,38 @@ def decay(dt_s: float, half_life_s: float) -> float:
     return math.pow(2.0, -max(0.0, dt_s) / half_life_s)
 
 
+def merge_docs(a: JSON, b: JSON, *, half_life_s: float) -> JSON:
+    """Return the stored profile document of two people's profiles made one (identity
+    links): both brought to the later reference time, then weights, interest vectors and
+    evidence counts added; message counts added; groups a's then b's, most recent last."""
+    ref = max(float(a["ref"]), float(b["ref"]))
+    fa, fb = decay(ref - float(a["ref"]), half_life_s), decay(ref - float(b["ref"]), half_life_s)
+    tags: dict[str, list[Any]] = {}
+    for doc, f in ((a, fa), (b, fb)):
+        for k, (w, seen) in doc["tags"].items():
+            pw, ps = tags.get(k, [0.0, 0])
+            tags[k] = [pw + float(w) * f, max(int(ps), int(seen))]
+    total = np.zeros(0, dtype=np.float64)
+    for doc, f in ((a, fa), (b, fb)):
+        if doc.get("vec"):
+            v = float(doc["vw"]) * f * decode_stored(
+                doc["vec"], precision=VECTOR_PRECISION).astype(np.float64)
+            total = v if total.size == 0 else total + v
+    norm = float(np.linalg.norm(total)) if total.size else 0.0
+    tc = dict(a.get("tc") or {})
+    for k, c in (b.get("tc") or {}).items():
+        tc[k] = int(tc.get(k, 0)) + int(c)
+    groups = [*(g for g in a["groups"] if g not in b["groups"]), *b["groups"]][-MAX_GROUPS:]
+    return {**b, **a, "ref": ref,
+            "tags": {k: [round(w, 6), s] for k, (w, s) in tags.items() if w >= _MIN_WEIGHT},
+            "vec": encode_vector(np.asarray(total / norm, dtype="<f2"),
+                                 precision=VECTOR_PRECISION) if norm > 0 else None,
+            "vw": norm, "n": int(a["n"]) + int(b["n"]),
+            "last_seen": max(int(a["last_seen"]), int(b["last_seen"])),
+            "updated_at": max(int(a["updated_at"]), int(b["updated_at"])),
+            "groups": groups, "tc": tc}
+
+
 class _Draft:
     """A profile document being folded into, message after message, in memory.
 
@@ -122,7 +164,8 @@ class _Draft:
     is kept as the float16 values its stored text holds; only the base64 and JSON steps
     between messages are skipped."""
 
-    __slots__ = ("base", "groups", "last_seen", "n", "ref", "tags", "updated_at", "vec", "vw")
+    __slots__ = ("base", "groups", "last_seen", "n", "ref", "tags", "tc", "updated_at", "vec",
+                 "vw")
 
     def __init__(self, doc: JSON | None, *, ts: int) -> None:
         self.base: JSON = doc or {}
@@ -136,11 +179,14 @@ class _Draft:
         self.last_seen = int(doc["last_seen"]) if doc else 0
         self.updated_at = int(doc["updated_at"]) if doc else 0
         self.groups: list[str] = list(doc["groups"]) if doc else []
+        self.tc: dict[str, int] = dict(doc.get("tc") or {}) if doc else {}
 
     def fold(self, *, msg: ChatMessage, result: TagResult, half_life_s: float, now: float,
              group: str | None) -> None:
-        """Fold one more message in."""
+        """Fold one more message in (or a signal: what the person did, issue 15 point 7,
+        which moves weights and the interest vector but is no message and no evidence)."""
         ts = msg.ts
+        signal = msg.msg_type.startswith(SIGNAL_PREFIX)
         before = self.tags
         decayed = ts > self.ref
         f = 1.0
@@ -163,9 +209,13 @@ class _Draft:
                 else:
                     prev = [old[0] * f, old[1]] if decayed else old
             w, seen = prev
-            hits[hit.tag] = [w + hit.confidence * c, max(seen, ts)]
+            # A taken-back signal (a refund: negative) does not make the tag recent.
+            hits[hit.tag] = [w + hit.confidence * c, max(seen, ts) if hit.confidence > 0
+                             else seen]
         for k, (w, seen) in hits.items():
             self.tags[k] = [round(w, 6), int(seen)]
+            if not signal:
+                self.tc[k] = self.tc.get(k, 0) + 1
         if result.vector is not None:
             weight = (1.0 if result.tags else UNTAGGED_VECTOR_WEIGHT) * c
             total = weight * np.asarray(result.vector, dtype=np.float64)
@@ -177,8 +227,9 @@ class _Draft:
                 self.vw = norm
         if group is not None:
             self.groups = [*(g for g in self.groups if g != group), group][-MAX_GROUPS:]
-        self.n += 1
-        self.last_seen = max(self.last_seen, ts)
+        if not signal:
+            self.n += 1
+            self.last_seen = max(self.last_seen, ts)
         self.updated_at = int(now)
 
     def doc(self) -> JSON:
@@ -187,7 +238,7 @@ class _Draft:
             else encode_vector(self.vec, precision=VECTOR_PRECISION)
         return {**self.base, "ref": self.ref, "tags": self.tags, "vec": vec,
                 "vw": self.vw, "n": self.n, "last_seen": self.last_seen,
-                "updated_at": self.updated_at, "groups": self.groups}
+                "updated_at": self.updated_at, "groups": self.groups, "tc": self.tc}
 
 
 def _drop_erased(items: Sequence[tuple[ChatMessage, TagResult]], pending: dict[str, int],
@@ -228,7 +279,8 @@ class ProfileRepo:
             interest = interest / n if n > 0 else None
         return Profile(kind=kind, id=id, tags=tags, interest=interest,
                        message_count=int(d["n"]), last_seen=int(d["last_seen"]),
-                       updated_at=int(d["updated_at"]), groups=list(d["groups"]))
+                       updated_at=int(d["updated_at"]), groups=list(d["groups"]),
+                       tag_counts={k: int(v) for k, v in (d.get("tc") or {}).items()})
 
     def apply(self, *, msg: ChatMessage, result: TagResult) -> bool:
         """Fold one message into its user's (and group's) profile, exactly once per msg_id;
@@ -245,7 +297,7 @@ class ProfileRepo:
         applied = [False] * len(items)
         first: dict[str, int] = {}  # once-marker → index of its first item
         for i, (msg, _) in enumerate(items):
-            first.setdefault(_marker(msg.msg_id), i)
+            first.setdefault(applied_marker(msg.msg_id), i)
         markers = list(first)
         for c in range(0, len(markers), _CHUNK):
             chunk = {m: first[m] for m in markers[c : c + _CHUNK]}
@@ -301,13 +353,16 @@ class ProfileRepo:
         """Return the commit that folds the items at order into their user and group profiles."""
         groups = list(dict.fromkeys(g for i in order
                                     if (g := items[i][0].group_id) is not None))
-        read = {NS_USER: self.store.get_many(NS_USER, users),
+        # A sender linked to a person (nlp/identity.py) is folded into the person's profile.
+        links = self.store.get_many(NS_ALIAS, users)
+        person = {u: str(links[u].doc["person"]) if u in links else u for u in users}
+        read = {NS_USER: self.store.get_many(NS_USER, list(dict.fromkeys(person.values()))),
                 NS_GROUP: self.store.get_many(NS_GROUP, groups) if groups else {}}
         drafts: dict[tuple[str, str], _Draft] = {}
         now = self.clock()
         for i in order:
             msg, result = items[i]
-            targets = [(NS_USER, msg.user_id, msg.group_id)]
+            targets = [(NS_USER, person[msg.user_id], msg.group_id)]
             if msg.group_id is not None:
                 targets.append((NS_GROUP, msg.group_id, None))
             for ns, key, group in targets:
@@ -322,6 +377,8 @@ class ProfileRepo:
             rec = read[ns].get(key)
             batch.puts.append((ns, key, draft.doc()))
             batch.checks.append((ns, key, rec.version if rec else 0))
+        for u in users:  # a link committed since the read makes this a CONFLICT
+            batch.checks.append((NS_ALIAS, u, links[u].version if u in links else 0))
         for u in users:  # an erasure committed since the read makes this a CONFLICT
             key, tomb = tombs[u]
             batch.checks.append((NS_ERASED, key, tomb.version if tomb else 0))

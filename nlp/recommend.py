@@ -23,6 +23,8 @@ import numpy.typing as npt
 from models.catalog import CatalogItem
 from nlp.embed import Embedder, Vectors
 from nlp.index import VectorIndex
+from nlp.lexical import LexicalIndex, QueryTerms, saturate
+from nlp.relevance import TEXT_FEATURES, RelevanceModel, load_model
 from nlp.signals import Signals
 from nlp.taxonomy import Taxonomy
 
@@ -30,7 +32,8 @@ log = logging.getLogger("mingpian.recommend")
 
 _EXTRA_TAGS_KEPT = 10_000  # vectors of tags outside the taxonomy; past this the cache starts over
 
-Strategy = Literal["profile", "group", "provider_popular", "global_popular", "query"]
+Strategy = Literal["profile", "group", "provider_popular", "global_popular", "query",
+                   "similar"]
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,17 @@ class Recommendation:
     price_cents: int
     url: str
     reason: str
+    confidence: float = 0.0  # calibrated: the chance that the item answers the need (0..1)
 
 
 @dataclass(frozen=True)
 class RecommendationResult:
-    """Items best first, and which strategy produced them."""
+    """Items best first, which strategy produced them, and whether mingpian is confident
+    that they answer (false for chit-chat and off-topic text: then items may be empty)."""
 
     items: list[Recommendation]
     strategy: str
+    confident: bool = True
 
 
 # -- what the recommender reads -----------------------------------------------------------
@@ -70,6 +76,8 @@ class TagWeightLike(Protocol):
     def tag(self) -> str: ...
     @property
     def weight(self) -> float: ...
+    @property
+    def last_seen(self) -> int: ...
 
 
 class ProfileLike(Protocol):
@@ -186,6 +194,26 @@ class _Scored:
     id: str
     score: float
     reason: str
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class TextCandidates:
+    """Candidates for a free text and their relevance features (TEXT_FEATURES columns)."""
+
+    ids: list[str]
+    features: npt.NDArray[np.float64]
+    evidence: list[str | None]  # the tag the item carries and the text speaks about
+    best_clause: list[str]  # the clause (or the text) each item matches best
+
+
+def in_stock(item: CatalogItem, provider_id: str | None) -> bool:
+    """Return whether the item may be recommended: active and in stock at the provider, or,
+    with no provider, somewhere (an item listed only with stock 0 is sold out everywhere)."""
+    if not item.is_available(provider_id):
+        return False
+    return provider_id is not None or not item.availability or any(
+        a.stock > 0 for a in item.availability)
 
 
 # -- the recommender -----------------------------------------------------------------------------
@@ -206,6 +234,14 @@ class Recommender:
         tag_boost: float = 0.5,
         full_text_weight: float = 0.7,
         top_tags: int = 5,
+        lexical: LexicalIndex | None = None,
+        lexical_weight: float | None = None,
+        coverage_weight: float | None = None,
+        model: RelevanceModel | Literal["auto"] | None = "auto",
+        recency_half_life_days: float | None = None,
+        interest_weight: float = 0.5,
+        recent_head: int = 3,
+        empty_when_unsure: bool = False,
     ) -> None:
         self.index = index
         self.items = items
@@ -218,12 +254,34 @@ class Recommender:
         self.tag_boost = tag_boost
         self.full_text_weight = full_text_weight
         self.top_tags = top_tags
+        # Hybrid retrieval: BM25 over the catalog's words beside the dense index.
+        self.lexical = lexical
+        # Calibrated confidence (nlp/relevance.py); None: the score, clipped to 0..1.
+        self.model = load_model(embedder.name) if model == "auto" else model
+        # Fusion weights (None: as chosen with the model, bench/bench_relevance.py --fit):
+        # of saturated BM25, and of the share of the text's words the item contains.
+        chosen = self.model.extra if self.model is not None else {}
+        self.lexical_weight = (float(chosen.get("lexical_weight", 0.0)) if lexical_weight is None
+                               else lexical_weight)
+        self.coverage_weight = (float(chosen.get("coverage_weight", 0.0))
+                                if coverage_weight is None else coverage_weight)
+        # A profile tag counts at full weight when it is as recent as the member's newest
+        # evidence, half when it was last seen this many days before (None: no recency).
+        self.recency_half_life_days = recency_half_life_days
+        self.interest_weight = interest_weight  # the interest vector's share of a profile score
+        # Profile answers lead with up to this many items of the member's latest topic.
+        self.recent_head = recent_head
+        self.empty_when_unsure = empty_when_unsure  # no items at all when not confident
 
     # -- public: users ------------------------------------------------------------------------
     def for_user(self, user_id: str, *, k: int = 10, provider_id: str | None = None,
                  kind: str | None = None, diversity: float = 0.3,
-                 group_id: str | None = None) -> RecommendationResult:
-        """Return up to k items for a user: profile, else group, else popular (strategy says)."""
+                 group_id: str | None = None,
+                 min_confidence: float = 0.0) -> RecommendationResult:
+        """Return up to k items for a user: profile, else group, else popular (strategy says).
+
+        ``confident`` is true when a profile (the user's or the group's) produced items and
+        the best reaches the model's profile threshold; popular items are never confident."""
         bought = self.signals.bought(user_id) if user_id else frozenset()
         profile = self._profile("user", user_id) if user_id else None
         plans: list[tuple[Strategy, Callable[[], list[_Scored]]]] = []
@@ -251,26 +309,34 @@ class Recommender:
         seen: set[str] = set(bought)
         strategy: Strategy | None = None
         for name, plan in plans:
-            got = self._finish(plan(), need=k - len(out), provider_id=provider_id, kind=kind,
-                               seen=seen)
+            got = [r for r in self._finish(plan(), need=k - len(out), provider_id=provider_id,
+                                           kind=kind, seen=seen)
+                   if r.confidence >= min_confidence]
             if got and strategy is None:
                 strategy = name
             out += got
             if len(out) >= k:
                 break
-        return RecommendationResult(items=out[:k], strategy=strategy or plans[-1][0])
+        threshold = self.model.profile_confident if self.model is not None else 0.0
+        confident = (strategy in ("profile", "group") and bool(out)
+                     and out[0].confidence >= threshold)
+        return RecommendationResult(items=out[:k], strategy=strategy or plans[-1][0],
+                                    confident=confident)
 
     # -- public: free text ------------------------------------------------------------------
     def for_text(self, text: str, *, k: int = 10, provider_id: str | None = None,
-                 kind: str | None = None, user_id: str | None = None) -> RecommendationResult:
+                 kind: str | None = None, user_id: str | None = None,
+                 min_confidence: float = 0.0) -> RecommendationResult:
         """Return up to k items that answer a chat message or a search.
 
-        ``score`` is 0..1-ish and comparable across queries: the bot answers unprompted
-        only above its confidence threshold.
+        Each item's ``confidence`` is calibrated (nlp/relevance.py); ``confident`` says
+        whether the best one reaches the model's threshold (chit-chat does not). Items
+        under ``min_confidence`` are left out; with ``empty_when_unsure`` an answer that is
+        not confident has no items.
         """
         text = text.strip()
         if not text:
-            return RecommendationResult(items=[], strategy="query")
+            return RecommendationResult(items=[], strategy="query", confident=False)
         exclude = self.signals.bought(user_id) if user_id else frozenset()
         parts = clauses(text)
         q = self.embedder.encode([text, *parts])
@@ -278,7 +344,35 @@ class Recommender:
                                   exclude=exclude, limit=max(3 * k, self.candidates))
         got = self._finish(scored, need=k, provider_id=provider_id, kind=kind,
                            seen=set(exclude))
-        return RecommendationResult(items=got, strategy="query")
+        return self._answer(got, "query", min_confidence=min_confidence)
+
+    def similar(self, item_id: str, *, k: int = 10, provider_id: str | None = None,
+                kind: str | None = None, min_confidence: float = 0.0
+                ) -> RecommendationResult | None:
+        """Return up to k items like this one (its vector and its title's words, the same
+        features and model as a free text); None when the item is not indexed."""
+        vec = self.index.vectors([item_id]).get(item_id)
+        if vec is None:
+            return None
+        items = self.items.get_items([item_id])
+        it = items.get(item_id)
+        text = it.title if it is not None else ""
+        q = np.asarray(vec, dtype=np.float32).reshape(1, -1)
+        scored = self._score_text(text, [], q, provider_id=provider_id, kind=kind,
+                                  exclude=frozenset({item_id}),
+                                  limit=max(3 * k, self.candidates), similar=True)
+        got = self._finish(scored, need=k, provider_id=provider_id, kind=kind,
+                           seen={item_id})
+        return self._answer(got, "similar", min_confidence=min_confidence)
+
+    def _answer(self, got: list[Recommendation], strategy: str, *,
+                min_confidence: float) -> RecommendationResult:
+        threshold = self.model.confident if self.model is not None else 0.0
+        confident = bool(got) and got[0].confidence >= threshold
+        items = [r for r in got if r.confidence >= min_confidence]
+        if self.empty_when_unsure and not confident:
+            items = []
+        return RecommendationResult(items=items, strategy=strategy, confident=confident)
 
     # -- public: signals ------------------------------------------------------------------
     def record_view(
@@ -325,12 +419,15 @@ class Recommender:
 
     def _candidates(self, queries: Vectors, tag_names: list[str], *, limit: int,
                     tag_limit: int, provider_id: str | None, kind: str | None,
-                    exclude: frozenset[str]) -> tuple[list[str], Vectors] | None:
+                    exclude: frozenset[str], extra: Sequence[str] = ()
+                    ) -> tuple[list[str], Vectors] | None:
         """Return the candidate ids and their vectors: the index's nearest items to each
-        query row, then items carrying one of the tags; None when there is none."""
+        query row, then items carrying one of the tags, then extra (the lexical index's
+        best, already filtered); None when there is none."""
         hits = self.index.search(queries, k=limit, provider_id=provider_id, kind=kind,
                                  exclude=exclude)
         cand: dict[str, None] = {h.id: None for row in hits for h in row}
+        cand.update((i, None) for i in extra if i not in exclude)
         by_tag = self.index.with_tags(tag_names, provider_id=provider_id, kind=kind,
                                       limit=tag_limit) if tag_names else {}
         for tagged in by_tag.values():
@@ -344,9 +441,10 @@ class Recommender:
     def _from_profile(self, profile: ProfileLike, *, k: int, provider_id: str | None,
                       kind: str | None, exclude: frozenset[str], diversity: float,
                       who: Literal["user", "group"]) -> list[_Scored]:
-        top = [t for t in profile.tags if t.weight > 0][: self.top_tags]
-        tag_names = [t.tag for t in top]
-        weights = np.asarray([t.weight for t in top], dtype=np.float64)
+        top = self._recent_tags(profile)
+        tag_names = [t for t, _, _ in top]
+        current = np.asarray([c for _, _, c in top], dtype=np.bool_)
+        weights = np.asarray([w for _, w, _ in top], dtype=np.float64)
         if len(weights):
             weights = weights / weights.max()
         interest = profile.interest
@@ -369,9 +467,11 @@ class Recommender:
             return []
         ids, x = found
         parts: list[npt.NDArray[np.float64]] = []
+        shares: list[float] = []
         evidence: npt.NDArray[np.int64] | None = None
         if interest is not None:
             parts.append((x @ np.asarray(interest, dtype=np.float32)).astype(np.float64))
+            shares.append(self.interest_weight if tag_vecs is not None else 1.0)
         if tag_vecs is not None:
             tau = self.tag_threshold
             affinity = np.clip((x @ tag_vecs.T - tau) / (1.0 - tau), 0.0, 1.0).astype(np.float64)
@@ -380,13 +480,14 @@ class Recommender:
             weighted = affinity * weights[None, :]
             evidence = np.argmax(weighted, axis=1)
             parts.append(weighted.max(axis=1))
-        score = np.mean(parts, axis=0)
-        # Re-rank only the best few times k, and pick only the first k + 5 by MMR (spares for
-        # the final check); the rest of the pool follows by score.
-        pool = np.argsort(-score, kind="stable")[: max(4 * k, 20)]
-        picked = mmr_order(score[pool], x[pool], diversity=diversity, limit=k + 5)
-        rest = sorted(set(range(len(pool))) - set(picked))
-        order = [int(pool[r]) for r in picked + rest]
+            shares.append(1.0 - self.interest_weight if interest is not None else 1.0)
+        score = np.average(parts, axis=0, weights=shares)
+        conf = (self.model.profile_probability(score) if self.model is not None
+                else np.clip(score, 0.0, 1.0))
+        on_topic = None
+        if self.recent_head and evidence is not None and not current.all():
+            on_topic = (parts[-1] > 0) & current[evidence]
+        order = self._profile_order(score, x, on_topic, k=k, diversity=diversity)
         out: list[_Scored] = []
         for r in order:
             if score[r] <= 0:
@@ -398,12 +499,50 @@ class Recommender:
             else:
                 reason = ("根据你最近聊天的兴趣推荐" if who == "user"
                           else "根据群里最近的话题推荐")
-            out.append(_Scored(ids[r], float(score[r]), reason))
+            out.append(_Scored(ids[r], float(score[r]), reason, float(conf[r])))
         return out
 
-    def _score_text(self, text: str, parts: list[str], q: Vectors, *,
-                    provider_id: str | None, kind: str | None, exclude: frozenset[str],
-                    limit: int) -> list[_Scored]:
+    def _profile_order(self, score: npt.NDArray[np.float64], x: Vectors,
+                       on_topic: npt.NDArray[np.bool_] | None, *, k: int,
+                       diversity: float) -> list[int]:
+        """Return candidate positions in answer order. Only the best few times k are
+        re-ranked; the newest topic first: the best items evidenced by a tag of the
+        member's latest day (on_topic) lead, since diversity would otherwise pull an
+        older topic up; MMR picks the next k + 5 (spares for the final check); the rest of
+        the pool follows by score."""
+        pool = np.argsort(-score, kind="stable")[: max(4 * k, 20)]
+        head: list[int] = []
+        if on_topic is not None:
+            head = [int(r) for r in np.flatnonzero(on_topic[pool])[: self.recent_head]]
+        taken = set(head)
+        others = np.asarray([r for r in range(len(pool)) if r not in taken], dtype=np.int64)
+        picked = [int(others[i]) for i in mmr_order(score[pool][others], x[pool][others],
+                                                      diversity=diversity, limit=k + 5)]
+        rest = sorted(set(range(len(pool))) - set(picked) - taken)
+        return [int(pool[r]) for r in head + picked + rest]
+
+    def _recent_tags(self, profile: ProfileLike) -> list[tuple[str, float, bool]]:
+        """Return the profile's top tags: (tag, weight, current), each weight weighed by how
+        recently the member showed the tag (relative to their newest evidence), current
+        when it was shown within a day of it. A member who moved on sees the new topic
+        first, the old one lower."""
+        tags = [t for t in profile.tags if t.weight > 0]
+        if not tags:
+            return []
+        weights = np.asarray([t.weight for t in tags], dtype=np.float64)
+        seen = np.asarray([getattr(t, "last_seen", 0) or 0 for t in tags], dtype=np.float64)
+        lag = (seen.max() - np.where(seen > 0, seen, seen.max())) / 86_400.0
+        if self.recency_half_life_days:
+            weights = weights * np.power(2.0, -lag / self.recency_half_life_days)
+        order = np.argsort(-weights, kind="stable")[: self.top_tags]
+        return [(tags[int(i)].tag, float(weights[int(i)]), bool(lag[int(i)] <= 1.0))
+                for i in order]
+
+    def text_candidates(self, text: str, parts: list[str], q: Vectors, *,
+                        provider_id: str | None, kind: str | None, exclude: frozenset[str],
+                        limit: int) -> TextCandidates | None:
+        """Return the candidates for a text (dense neighbours of the text and its clauses,
+        items carrying a tag it speaks about, BM25's best) with their relevance features."""
         # Tags the message speaks about (by their example sentences), from any clause.
         tag_sims = (q @ self.tags.matrix.T).max(axis=0) if len(self.tags.names) else None
         strong: list[tuple[str, float]] = []
@@ -412,34 +551,80 @@ class Recommender:
                 if tag_sims[j] > self.tag_threshold:
                     strong.append((self.tags.names[int(j)], float(tag_sims[j])))
         strong_names = [t for t, _ in strong]
+        qt = self._query_terms(text)
+        extra: list[str] = []
+        if qt is not None and self.lexical is not None:
+            lex = [i for i, _ in self.lexical.search(qt, k=limit) if i not in exclude]
+            extra = self.index.eligible(lex, provider_id=provider_id, kind=kind)
         found = self._candidates(q, strong_names, limit=limit, tag_limit=limit,
-                                 provider_id=provider_id, kind=kind, exclude=exclude)
+                                 provider_id=provider_id, kind=kind, exclude=exclude,
+                                 extra=extra)
         if found is None:
-            return []
+            return None
         ids, x = found
+        n = len(ids)
         sims = (x @ q.T).astype(np.float64)  # (items, 1 + clauses)
-        w = self.full_text_weight
-        relevance = sims[:, 0] if not parts else w * sims[:, 0] + (1 - w) * sims[:, 1:].max(1)
-        boost = np.zeros(len(ids))
-        evidence: list[str | None] = [None] * len(ids)
+        dense = sims[:, 0]
+        clause = sims[:, 1:].max(axis=1) if parts else dense
+        if qt is not None and self.lexical is not None:
+            bm25, cover = self.lexical.score(qt, ids)
+        else:
+            bm25 = cover = np.zeros(n, dtype=np.float32)
+        tag_ev = np.zeros(n)
+        evidence: list[str | None] = [None] * n
         if strong:
-            gains = self.tag_boost * (np.asarray([s for _, s in strong]) - self.tag_threshold)
+            gains = np.asarray([s for _, s in strong]) - self.tag_threshold
             carried = self.index.carries(ids, strong_names) * gains[None, :]
             best = np.argmax(carried, axis=1)
-            boost = carried[np.arange(len(ids)), best]
+            tag_ev = carried[np.arange(n), best]
             evidence = [strong_names[int(b)] if g > 0 else None
-                        for b, g in zip(best, boost, strict=True)]
-        score = relevance + boost
+                        for b, g in zip(best, tag_ev, strict=True)]
+        feats = np.column_stack([dense, clause, saturate(bm25), cover.astype(np.float64),
+                                 tag_ev, dense - dense.max(), np.zeros(n)])
+        feats[:, -1] = self.fuse(feats)
+        assert feats.shape[1] == len(TEXT_FEATURES)
+        best_clause = ([parts[int(j)] for j in np.argmax(sims[:, 1:], axis=1)] if parts
+                       else [text] * n)
+        return TextCandidates(ids, feats, evidence, best_clause)
+
+    def fuse(self, feats: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Return the ranking score of candidates from their TEXT_FEATURES columns: dense
+        similarity of the text (and its best clause), the tag boost (issue 5), plus BM25
+        and word coverage weighted by lexical_weight and coverage_weight."""
+        w = self.full_text_weight
+        return np.asarray(w * feats[:, 0] + (1 - w) * feats[:, 1] + self.tag_boost * feats[:, 4]
+                          + self.lexical_weight * feats[:, 2]
+                          + self.coverage_weight * feats[:, 3], dtype=np.float64)
+
+    def _query_terms(self, text: str) -> QueryTerms | None:
+        if (self.lexical is None or not len(self.lexical) or not text
+                or not (self.lexical_weight or self.coverage_weight)):
+            return None  # no lexical index, or BM25 earns nothing in the fused score
+        qt = self.lexical.terms(text)
+        return qt if qt.tokens else None
+
+    def _score_text(self, text: str, parts: list[str], q: Vectors, *,
+                    provider_id: str | None, kind: str | None, exclude: frozenset[str],
+                    limit: int, similar: bool = False) -> list[_Scored]:
+        cands = self.text_candidates(text, parts, q, provider_id=provider_id, kind=kind,
+                                     exclude=exclude, limit=limit)
+        if cands is None:
+            return []
+        f = cands.features
+        score = f[:, -1]
+        conf = (self.model.text_probability(f) if self.model is not None
+                else np.clip(score, 0.0, 1.0))
         order = np.argsort(-score, kind="stable")[:limit]
         out: list[_Scored] = []
         for r in order:
-            tag = evidence[r]
-            if tag is not None:
+            tag = cands.evidence[r]
+            if similar:
+                reason = f"和「{_snippet(text)}」相似"
+            elif tag is not None:
                 reason = f"因为你问到「{tag}」相关的问题"
             else:
-                best = parts[int(np.argmax(sims[r, 1:]))] if parts else text
-                reason = f"和你说的「{_snippet(best)}」最相关"
-            out.append(_Scored(ids[r], float(score[r]), reason))
+                reason = f"和你说的「{_snippet(cands.best_clause[r])}」最相关"
+            out.append(_Scored(cands.ids[r], float(score[r]), reason, float(conf[r])))
         return out
 
     def _popular(self, scope: str | None, *, provider_id: str | None, kind: str | None,
@@ -478,14 +663,15 @@ class Recommender:
             items = self.items.get_items([s.id for s in chunk]) if chunk else {}
             for s in chunk:
                 it = items.get(s.id)
-                if it is None or s.id in seen or not it.is_available(provider_id):
+                if it is None or s.id in seen or not in_stock(it, provider_id):
                     continue
                 if kind is not None and it.kind != kind:
                     continue
                 seen.add(s.id)
                 out.append(Recommendation(
                     id=it.id, kind=it.kind, title=it.title, score=round(s.score, 4),
-                    price_cents=it.price_at(provider_id), url=it.url, reason=s.reason))
+                    price_cents=it.price_at(provider_id), url=it.url, reason=s.reason,
+                    confidence=round(s.confidence, 4)))
                 if len(out) >= need:
                     break
         return out

@@ -118,6 +118,11 @@ class Store(Protocol):
     def count(self, ns: str) -> int:
         """Return how many records a namespace holds."""
 
+    def scan_page(self, ns: str, *, after: str = "", limit: int = 100
+                  ) -> list[tuple[str, Record]]:
+        """Return up to limit (key, record) pairs of a namespace with key > after, by key:
+        one page of a listing, the last key of a page being the next one's ``after``."""
+
     def commit(self, batch: Batch) -> CommitResult:
         """Apply a batch atomically (checks, once-markers, then writes)."""
 
@@ -154,6 +159,20 @@ class Store(Protocol):
         dedup_ttl_s > 0 (ValueError otherwise, before anything is written).
         """
 
+    def enqueue_with_cursor(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, cursor: str, doc: JSON,
+        dedup_ttl_s: int = 0,
+    ) -> list[bool]:
+        """Do what :meth:`enqueue_many` does and, in the same transaction (one SQLite
+        transaction, one Redis script), write doc as the queue's cursor named ``cursor``;
+        return for each item whether it was queued. Items may be empty (the cursor moves
+        alone). A puller that keeps its position this way never finds its cursor ahead of
+        what it queued: a crash loses nothing and a re-run re-reads only what the dedup keys
+        then skip (chat archive, bot/archive/)."""
+
+    def get_cursor(self, queue: str, cursor: str) -> JSON | None:
+        """Return the document last written as the queue's cursor ``cursor``, or None."""
+
     def claim(
         self, queue: str, *, consumer: str, max_items: int, visibility_s: float
     ) -> list[QueueItem]:
@@ -170,6 +189,14 @@ class Store(Protocol):
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[JSON]:
         """Return dead-lettered items with their last error."""
+
+    def retry_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        """Put these dead letters back in the queue as new items (attempts start over);
+        return how many went back. An id that is not a dead letter (any more) is skipped,
+        so two operators retrying one item queue it once."""
+
+    def drop_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        """Delete these dead letters; return how many went."""
 
     def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
         """Delete every waiting, claimed or dead-lettered item whose payload match() accepts

@@ -14,6 +14,7 @@ one Cluster slot):
     mp:{q:<queue>}:s          stream + consumer group "w"      durable queue
     mp:{q:<queue>}:d:<key>    string with TTL                  enqueue dedup keys
     mp:{q:<queue>}:x          list                              dead letters
+    mp:{q:<queue>}:cur:<name> string (JSON)                     cursors (enqueue_with_cursor)
     mp:{lock:<name>}          string with TTL                  locks
 """
 
@@ -33,6 +34,13 @@ from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps, fami
 
 _GROUP = "w"
 _PAGE = 1000  # index keys or stream entries read per round trip
+
+# A dead letter back into the stream, once: only the LREM that found it adds it again.
+_RETRY_DEAD = """
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n == 1 then redis.call('XADD', KEYS[2], '*', 'p', ARGV[2]) end
+return n
+"""
 
 _PUT = """
 local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
@@ -103,6 +111,23 @@ end
 return out
 """
 
+# _ENQUEUE_MANY, then the cursor: KEYS[#KEYS] is the cursor's key, ARGV[#ARGV] its document.
+# One script, so no reader ever sees the cursor ahead of the items it covers.
+_ENQUEUE_WITH_CURSOR = """
+local out = {}
+for i = 2, #ARGV - 1, 2 do
+  local k = tonumber(ARGV[i])
+  if k > 0 and not redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1]) then
+    out[#out + 1] = 0
+  else
+    redis.call('XADD', KEYS[1], '*', 'p', ARGV[i + 1])
+    out[#out + 1] = 1
+  end
+end
+redis.call('SET', KEYS[#KEYS], ARGV[#ARGV])
+return out
+"""
+
 # A log's seq s is list index s - base - 1, base counting the entries trimmed off its head.
 # KEYS: the list, its base. ARGV: after, limit. Returns {base, entries}.
 _READ_LOG = """
@@ -163,6 +188,8 @@ class RedisStore:
         self._read_log_script = self.r.register_script(_READ_LOG)
         self._trim_log_script = self.r.register_script(_TRIM_LOG)
         self._replace_log_script = self.r.register_script(_REPLACE_LOG)
+        self._retry_dead_script = self.r.register_script(_RETRY_DEAD)
+        self._enqueue_cursor_script = self.r.register_script(_ENQUEUE_WITH_CURSOR)
         self._groups: set[str] = set()
         self._ttl_ns: set[str] = set()  # namespaces this process registered as holding TTLs
 
@@ -238,6 +265,22 @@ class RedisStore:
                 if k in recs:
                     yield k, recs[k]
             offset += len(keys)
+
+    def scan_page(self, ns: str, *, after: str = "", limit: int = 100
+                  ) -> list[tuple[str, Record]]:
+        start = "(" + after if after else "-"
+        out: list[tuple[str, Record]] = []
+        while len(out) < limit:
+            # An index key whose record expired is skipped: read on past it.
+            want = limit - len(out)
+            keys = self._call(lambda st=start, n=want: self.r.zrangebylex(
+                self._ik(ns), st, "+", 0, n))
+            if not keys:
+                break
+            recs = self.get_many(ns, keys)
+            out += [(k, recs[k]) for k in keys if k in recs]
+            start = "(" + keys[-1]
+        return out
 
     def count(self, ns: str) -> int:
         return int(self._call(lambda: self.r.zcard(self._ik(ns))))
@@ -352,6 +395,34 @@ class RedisStore:
         res = self._call(lambda: self._enqueue_many_script(keys, args))
         return [int(r) == 1 for r in res]
 
+    def enqueue_with_cursor(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, cursor: str, doc: JSON,
+        dedup_ttl_s: int = 0,
+    ) -> list[bool]:
+        q = self._qk(queue)
+        keys = [q + ":s"]
+        index: dict[str, int] = {}
+        args: list[str | int] = [dedup_ttl_s]
+        for payload, dedup_key in items:
+            k = 0
+            if dedup_key is not None:
+                k = index.get(dedup_key, 0)
+                if not k:
+                    keys.append(q + ":d:" + dedup_key)
+                    k = index[dedup_key] = len(keys)
+            args += [k, dumps(payload)]
+        if index and dedup_ttl_s <= 0:
+            raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        # The cursor shares the queue's hash tag: one slot, one script.
+        keys.append(q + ":cur:" + cursor)
+        args.append(dumps(doc))
+        res = self._call(lambda: self._enqueue_cursor_script(keys, args))
+        return [int(r) == 1 for r in res]
+
+    def get_cursor(self, queue: str, cursor: str) -> JSON | None:
+        raw = self._call(lambda: self.r.get(self._qk(queue) + ":cur:" + cursor))
+        return None if raw is None else cast(JSON, json.loads(raw))
+
     def claim(
         self, queue: str, *, consumer: str, max_items: int, visibility_s: float
     ) -> list[QueueItem]:
@@ -401,6 +472,31 @@ class RedisStore:
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[JSON]:
         rows = self._call(lambda: self.r.lrange(self._qk(queue) + ":x", 0, limit - 1))
         return [cast(JSON, json.loads(r)) for r in rows]
+
+    def _dead_by_id(self, queue: str, item_ids: Sequence[str]) -> list[tuple[str, JSON]]:
+        wanted = set(item_ids)
+        rows = self._call(lambda: self.r.lrange(self._qk(queue) + ":x", 0, -1))
+        out: list[tuple[str, JSON]] = []
+        for raw in rows:
+            doc = cast(JSON, json.loads(raw))
+            if str(doc.get("id")) in wanted:
+                out.append((raw, doc))
+        return out
+
+    def retry_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        q = self._qk(queue)
+        self._ensure_group(queue)
+        n = 0
+        for raw, doc in self._dead_by_id(queue, item_ids):
+            # One script: only the caller whose LREM took the entry queues it again.
+            n += int(self._call(lambda raw=raw, doc=doc: self._retry_dead_script(
+                [q + ":x", q + ":s"], [raw, dumps(doc.get("payload") or {})])))
+        return n
+
+    def drop_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        q = self._qk(queue)
+        return sum(int(self._call(lambda raw=raw: self.r.lrem(q + ":x", 1, raw)))
+                   for raw, _ in self._dead_by_id(queue, item_ids))
 
     def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
         q = self._qk(queue)

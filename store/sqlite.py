@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import cast
 
 from store.base import JSON, Batch, CommitResult, QueueItem, Record, dumps
 
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS counters (
   WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL,
   expires_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (queue TEXT NOT NULL, name TEXT NOT NULL,
+  doc TEXT NOT NULL, PRIMARY KEY (queue, name)) WITHOUT ROWID;
 """
 
 
@@ -285,6 +288,16 @@ class SQLiteStore:
                     yield key, Record(json.loads(doc), version)
             last = rows[-1][0]
 
+    def scan_page(self, ns: str, *, after: str = "", limit: int = 100
+                  ) -> list[tuple[str, Record]]:
+        now = self.clock()
+        rows = self._conn().execute(
+            "SELECT key, doc, version, expires_at FROM records WHERE ns=? AND key > ? "
+            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+            (ns, after, now, max(0, limit)),
+        ).fetchall()
+        return [(k, Record(json.loads(d), v)) for k, d, v, _ in rows]
+
     def count(self, ns: str) -> int:
         row = self._conn().execute(
             "SELECT COUNT(*) FROM records WHERE ns=? AND (expires_at IS NULL OR expires_at > ?)",
@@ -428,29 +441,57 @@ class SQLiteStore:
         # Serialised before BEGIN IMMEDIATE: the write lock is held only for the SQL.
         docs = [dumps(payload) for payload, _ in items]
         with self._tx() as db:
-            now = self.clock()
-            # Look first, set after: the write lock makes that race-free (as in commit).
-            taken = self._live_marks(db, wanted, now) if wanted else set()
-            fresh: list[str] = []
-            out: list[bool] = []
-            rows: list[tuple[str, str, float]] = []
-            for key, doc in zip(keys, docs, strict=True):
-                if key is not None:
-                    if key in taken:
-                        out.append(False)
-                        continue
-                    taken.add(key)
-                    fresh.append(key)
-                out.append(True)
-                rows.append((queue, doc, now))
-            if fresh:
-                # An expired row of the same key is overwritten, as _mark would replace it.
-                db.executemany(
-                    "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET expires_at=excluded.expires_at",
-                    [(k, now + dedup_ttl_s) for k in fresh])
-            if rows:
-                db.executemany("INSERT INTO queue (queue, payload, created) VALUES (?,?,?)", rows)
+            return self._enqueue_rows(db, queue, keys, docs, dedup_ttl_s)
+
+    def enqueue_with_cursor(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, cursor: str, doc: JSON,
+        dedup_ttl_s: int = 0,
+    ) -> list[bool]:
+        keys = [None if k is None else f"q:{queue}:{k}" for _, k in items]
+        if any(k is not None for k in keys) and dedup_ttl_s <= 0:
+            raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        docs = [dumps(payload) for payload, _ in items]
+        cursor_doc = dumps(doc)
+        with self._tx() as db:
+            out = self._enqueue_rows(db, queue, keys, docs, dedup_ttl_s) if items else []
+            db.execute("INSERT INTO cursors (queue, name, doc) VALUES (?,?,?) "
+                       "ON CONFLICT (queue, name) DO UPDATE SET doc=excluded.doc",
+                       (queue, cursor, cursor_doc))
+        return out
+
+    def get_cursor(self, queue: str, cursor: str) -> JSON | None:
+        row = self._conn().execute("SELECT doc FROM cursors WHERE queue=? AND name=?",
+                                   (queue, cursor)).fetchone()
+        return None if row is None else cast(JSON, json.loads(row[0]))
+
+    def _enqueue_rows(self, db: sqlite3.Connection, queue: str, keys: Sequence[str | None],
+                      docs: Sequence[str], dedup_ttl_s: int) -> list[bool]:
+        """Queue serialised payloads inside a transaction, skipping repeats of their dedup
+        keys (store-wide names); return for each whether it was queued."""
+        wanted = list(dict.fromkeys(k for k in keys if k is not None))
+        now = self.clock()
+        # Look first, set after: the write lock makes that race-free (as in commit).
+        taken = self._live_marks(db, wanted, now) if wanted else set()
+        fresh: list[str] = []
+        out: list[bool] = []
+        rows: list[tuple[str, str, float]] = []
+        for key, doc in zip(keys, docs, strict=True):
+            if key is not None:
+                if key in taken:
+                    out.append(False)
+                    continue
+                taken.add(key)
+                fresh.append(key)
+            out.append(True)
+            rows.append((queue, doc, now))
+        if fresh:
+            # An expired row of the same key is overwritten, as _mark would replace it.
+            db.executemany(
+                "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at=excluded.expires_at",
+                [(k, now + dedup_ttl_s) for k in fresh])
+        if rows:
+            db.executemany("INSERT INTO queue (queue, payload, created) VALUES (?,?,?)", rows)
         return out
 
     def claim(
@@ -499,6 +540,18 @@ class SQLiteStore:
         return [{"id": str(i), "payload": json.loads(p), "attempts": a, "error": e}
                 for i, p, a, e in rows]
 
+    def retry_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        ids = [int(i) for i in item_ids if str(i).isdigit()]
+        # The item keeps its id (its place in the queue's order) and starts over.
+        return self._delete_in_chunks(
+            "UPDATE queue SET dead=0, attempts=0, error=NULL, claimed_by=NULL, "
+            "claimed_until=0 WHERE queue=? AND dead=1 AND id IN ({})", (queue,), ids)
+
+    def drop_dead(self, queue: str, item_ids: Sequence[str]) -> int:
+        ids = [int(i) for i in item_ids if str(i).isdigit()]
+        return self._delete_in_chunks("DELETE FROM queue WHERE queue=? AND dead=1 AND id IN ({})",
+                                      (queue,), ids)
+
     def delete_queued(self, queue: str, *, match: Callable[[JSON], bool]) -> int:
         # Read outside the write lock (a long queue must not hold callbacks back), delete by
         # id after: ids never change, and an item acked meanwhile is simply not there.
@@ -518,7 +571,7 @@ class SQLiteStore:
     def _delete_in_chunks(self, sql: str, params: tuple[object, ...],
                           keys: Sequence[object], chunk: int = 500) -> int:
         """Run sql (its IN list as {}) for keys, chunk by chunk, each in a short transaction
-        of its own so that no callback waits behind one long write; return rows deleted."""
+        of its own so that no callback waits behind one long write; return rows changed."""
         n = 0
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]

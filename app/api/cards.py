@@ -7,6 +7,7 @@ an unsigned `?u=` names nobody. Each HTML response carries its own CSP nonce.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from typing import Annotated
@@ -15,17 +16,21 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from app.deps import ApiKey, CardsDep
+from app.customer_wiring import CustomerKit
+from app.deps import ApiKey, CardsDep, CustomersDep, IdentitiesDep
 from app.public_rate import PublicRateLimit, get_public_limiter
+from cards.oauth import in_wechat
 from cards.repo import CardFields, CardPatch
 from cards.service import CardsService
-from cards.viewer import Visitor
+from cards.viewer import WECHAT_COOKIE_TTL_S, Visitor
 from models.errors import NotFoundError
 from models.ids import ID_PATTERN, Id
+from nlp.identity import IdentityRepo
 
 router = APIRouter()
 
 VISITOR_COOKIE = "mp_vid"
+SIGNIN_TRIED_COOKIE = "mp_oa"  # WeChat sign-in was tried: do not redirect again today
 _ID = re.compile(ID_PATTERN)
 
 
@@ -90,13 +95,20 @@ def create_share(card_id: str, body: Annotated[ShareIn, Body()], cards: CardsDep
 
 
 @router.get("/v1/cards/{card_id}/visits", dependencies=[ApiKey], tags=["cards"])
-def visits(card_id: str, cards: CardsDep,
+def visits(card_id: str, cards: CardsDep, identities: IdentitiesDep,
            limit: Annotated[int, Query(ge=1, le=500)] = 100,
            cursor: Annotated[str | None, Query(max_length=256)] = None) -> JSONResponse:
     """Return the salesperson's radar: who opened the card, when, what they clicked.
 
-    Latest first, `limit` visits a page; pass `next_cursor` back as `cursor` for the next."""
-    return JSONResponse(cards.visits(_id_or_404(card_id, "card"), limit=limit, cursor=cursor))
+    Latest first, `limit` visits a page; pass `next_cursor` back as `cursor` for the next.
+    A visitor linked to a person (issue 15) is named by the person's id, whichever of its
+    ids it came with (`seen_as`)."""
+    page = cards.visits(_id_or_404(card_id, "card"), limit=limit, cursor=cursor)
+    people = identities.canonical_many([v["visitor_id"] for v in page["visits"]])
+    for v in page["visits"]:
+        if (person := people[v["visitor_id"]]) != v["visitor_id"]:
+            v["seen_as"], v["visitor_id"] = v["visitor_id"], person
+    return JSONResponse(page)
 
 
 # --------------------------------------------------------------------------- public pages
@@ -113,6 +125,27 @@ def _visitor(request: Request, cards: CardsService) -> tuple[Visitor, bool]:
     client = get_public_limiter(request).client(request)
     return cards.anonymous_visitor(client=client,
                                    user_agent=request.headers.get("user-agent", "")), True
+
+
+def _named(visitor: Visitor, identities: IdentityRepo) -> Visitor:
+    """Return the visitor as the person their WeChat openid is linked to, if it is."""
+    person = identities.resolve("wechat_openid", visitor.openid) if visitor.openid else None
+    return visitor if person is None else dataclasses.replace(visitor, id=person)
+
+
+def _signin_redirect(request: Request, customers: CustomerKit, cards: CardsService,
+                     visitor: Visitor) -> Response | None:
+    """Send a visitor WeChat does not name yet once through silent OAuth (issue 15 point 2):
+    only inside WeChat, only when the Official Account's app id and secret are set."""
+    signin = customers.signin
+    if (signin is None or visitor.known or request.cookies.get(SIGNIN_TRIED_COOKIE)
+            or not in_wechat(request.headers.get("user-agent", ""))):
+        return None
+    resp = RedirectResponse(signin.authorize_url(request.url.path), status_code=302,
+                            headers={"Cache-Control": "no-store"})
+    resp.set_cookie(SIGNIN_TRIED_COOKIE, "1", max_age=86_400, path="/", httponly=True,
+                    samesite="lax", secure=cards.visitor_cookie(visitor).secure)
+    return resp
 
 
 def _set_cookie(resp: Response, cards: CardsService, visitor: Visitor) -> None:
@@ -144,14 +177,18 @@ def _html(body: str, *, nonce: str) -> HTMLResponse:
 
 @router.get("/c/{card_id}", response_class=HTMLResponse, tags=["pages"],
             dependencies=[PublicRateLimit])
-def card_page(card_id: str, request: Request, cards: CardsDep, vt: ViewerTokenQuery = None
-              ) -> Response:
+def card_page(card_id: str, request: Request, cards: CardsDep, *, customers: CustomersDep,
+              identities: IdentitiesDep, vt: ViewerTokenQuery = None) -> Response:
     """The card as a mobile page, with items for the viewer."""
     card_id = _id_or_404(card_id, "card")
     if vt is not None:
         cards.require_card(card_id)  # an unknown card is a 404, not a redirect
         return _token_redirect(request, cards, vt)
     visitor, new = _visitor(request, cards)
+    cards.require_card(card_id)
+    if (signin := _signin_redirect(request, customers, cards, visitor)) is not None:
+        return signin
+    visitor = _named(visitor, identities)
     nonce = secrets.token_urlsafe(16)
     body = cards.card_page(card_id, viewer_id=visitor.id if visitor.known else None,
                            csp_nonce=nonce)
@@ -171,13 +208,17 @@ def poster(card_id: str, cards: CardsDep,
 
 @router.get("/s/{code}", response_class=HTMLResponse, tags=["pages"],
             dependencies=[PublicRateLimit])
-def share_page(code: str, request: Request, cards: CardsDep, vt: ViewerTokenQuery = None
-               ) -> Response:
+def share_page(code: str, request: Request, cards: CardsDep, *, customers: CustomersDep,
+               identities: IdentitiesDep, vt: ViewerTokenQuery = None) -> Response:
     """A shared card: records the visit (once a day per visitor) and shows the card."""
     if vt is not None:
         cards.resolve_share_or_raise(code)  # an unknown code is a 404, not a redirect
         return _token_redirect(request, cards, vt)
     visitor, new = _visitor(request, cards)
+    cards.resolve_share_or_raise(code)
+    if (signin := _signin_redirect(request, customers, cards, visitor)) is not None:
+        return signin  # before the visit is recorded: it is recorded under the openid
+    visitor = _named(visitor, identities)
     nonce = secrets.token_urlsafe(16)
     resp = _html(cards.open_share(code, visitor=visitor, csp_nonce=nonce), nonce=nonce)
     if new:
@@ -186,12 +227,33 @@ def share_page(code: str, request: Request, cards: CardsDep, vt: ViewerTokenQuer
 
 
 @router.get("/r/{code}/{item_id}", tags=["pages"], dependencies=[PublicRateLimit])
-def item_redirect(code: str, item_id: str, request: Request, cards: CardsDep
-                  ) -> RedirectResponse:
+def item_redirect(code: str, item_id: str, request: Request, cards: CardsDep,
+                  identities: IdentitiesDep) -> RedirectResponse:
     """Record the tap and redirect to the catalog item's own mall URL with ref=<code>."""
     visitor, new = _visitor(request, cards)
+    visitor = _named(visitor, identities)
     target = cards.click(code, _id_or_404(item_id, "item"), visitor_id=visitor.id)
     resp = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
     if new:
         _set_cookie(resp, cards, visitor)
+    return resp
+
+
+@router.get("/oauth/wechat", tags=["pages"], dependencies=[PublicRateLimit])
+def wechat_signin(
+        cards: CardsDep, customers: CustomersDep, *,
+        next_path: Annotated[str, Query(alias="next", max_length=80)],
+        code: Annotated[str, Query(max_length=128)],
+        state: Annotated[str, Query(max_length=128)]) -> RedirectResponse:
+    """WeChat's OAuth comes back here: a signed, one-use state and code → the visitor's
+    openid in the signed visitor cookie, then back to the card (issue 15 point 2)."""
+    signin = customers.signin
+    if signin is None:
+        raise NotFoundError("WeChat sign-in is not configured")
+    done = signin.finish(next_path=next_path, code=code, state=state)
+    resp = RedirectResponse(done.next_path, status_code=303,
+                            headers={"Cache-Control": "no-store"})
+    now = int(cards.clock())
+    _set_cookie(resp, cards, Visitor(done.openid, known=True, openid=done.openid,
+                                     expires_at=now + WECHAT_COOKIE_TTL_S))
     return resp

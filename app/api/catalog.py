@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import ApiKey, CatalogServiceDep, RecommenderDep
+from app.deps import ApiKey, CatalogServiceDep, RecommenderDep, ServicesDep
 from models.errors import ValidationFailed
 from models.ids import ID_PATTERN, Id
 
@@ -65,6 +67,9 @@ class EventIn(BaseModel):
     item_id: Id
     provider_id: Id | None = None
     user_id: Id | None = None
+    # The mall's id of this event: a repeat with the same id counts once (issue 15).
+    event_id: Id | None = None
+    ts: int | None = Field(default=None, ge=0, lt=10**11)  # Unix seconds; missing = now
 
 
 ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="the item's id")]
@@ -110,16 +115,17 @@ def delete_item(item_id: ItemId, catalog: CatalogServiceDep) -> ItemDeleted:
 
 
 @router.post("/events", status_code=202)
-def record_event(event: EventIn, recommender: RecommenderDep) -> dict[str, str]:
-    """Count a view, click or order of an item (popularity per provider and overall); an
-    order with a user_id also marks the item as bought by that user."""
-    if event.event == "view":
-        recommender.record_view(event.item_id, provider_id=event.provider_id,
-                                user_id=event.user_id)
-    elif event.event == "click":
-        recommender.record_click(event.item_id, provider_id=event.provider_id,
-                                 user_id=event.user_id)
-    else:
-        recommender.record_order([event.item_id], user_id=event.user_id,
-                                 provider_id=event.provider_id)
-    return {"status": "recorded"}
+def record_event(event: EventIn, recommender: RecommenderDep,
+                 services: ServicesDep) -> dict[str, str]:
+    """Count a view, click or order of an item (popularity per provider and overall,
+    decaying); a view or click with a user_id also feeds that person's profile (issue 15),
+    once per `event_id`; an order with a user_id also marks the item as bought by them."""
+    user = services.identities.canonical(event.user_id) if event.user_id else None
+    if event.event == "order":
+        recommender.record_order([event.item_id], user_id=user, provider_id=event.provider_id)
+        return {"status": "recorded"}
+    counted = services.feedback.record(
+        action=event.event, key=f"mall:{event.event_id or uuid.uuid4().hex}",
+        item_id=event.item_id, user_id=user, provider_id=event.provider_id,
+        ts=event.ts if event.ts is not None else int(time.time()))
+    return {"status": "recorded" if counted else "duplicate"}

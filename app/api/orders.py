@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.deps import ApiKey, CardsDep
+from app.deps import ApiKey, CardsDep, IdentitiesDep
 from cards.plan import BindPolicy, OrderEvent, OrderItem, ReferralView, RewardsView
 from models.ids import Id
 
@@ -95,13 +95,16 @@ class Bound(BaseModel):
 
 
 @router.post("/v1/orders", response_model=OrderAccepted)
-def order_webhook(body: OrderIn, cards: CardsDep) -> OrderAccepted:
+def order_webhook(body: OrderIn, cards: CardsDep, identities: IdentitiesDep) -> OrderAccepted:
     """Accept an order event: idempotent per (order_id, status, refund_cents), applied now.
 
     422 (`invalid_order`) when its items sum to more than `amount_cents` or its `ts` is more
     than five minutes ahead of our clock; the freeze runs from when it was received here.
     """
-    result = cards.submit_order(body.to_event(cards.clock()), ref_code=body.ref_code)
+    # The buyer is the person a linked id names (issue 15): one node in the plan.
+    event = body.to_event(cards.clock())
+    event = event.model_copy(update={"user_id": identities.canonical(event.user_id)})
+    result = cards.submit_order(event, ref_code=body.ref_code)
     return OrderAccepted(
         order_id=body.order_id, status=body.status, refund_cents=result.refund_cents,
         duplicate=result.duplicate, applied=result.applied,
@@ -109,21 +112,22 @@ def order_webhook(body: OrderIn, cards: CardsDep) -> OrderAccepted:
 
 
 @router.post("/v1/referrals/bind", response_model=Bound)
-def bind(body: BindIn, cards: CardsDep) -> Bound:
+def bind(body: BindIn, cards: CardsDep, identities: IdentitiesDep) -> Bound:
     """Bind a newly registered user to the sharer of a code (policy and refusals: §6-7)."""
-    result = cards.bind(body.user_id, code=body.code)
-    return Bound(user_id=body.user_id, referrer=result.referrer, policy=result.policy,
+    person = identities.canonical(body.user_id)
+    result = cards.bind(person, code=body.code)
+    return Bound(user_id=person, referrer=result.referrer, policy=result.policy,
                  applied=result.applied)
 
 
 @router.get("/v1/rewards", response_model=RewardsView)
 def rewards(user_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")],
-            cards: CardsDep) -> RewardsView:
+            cards: CardsDep, identities: IdentitiesDep) -> RewardsView:
     """Return the user's ledger entries and pending/payable balances."""
-    return cards.rewards(user_id)
+    return cards.rewards(identities.canonical(user_id))
 
 
 @router.get("/v1/referrals/{user_id}", response_model=ReferralView)
-def referrals(user_id: str, cards: CardsDep) -> ReferralView:
+def referrals(user_id: str, cards: CardsDep, identities: IdentitiesDep) -> ReferralView:
     """Return the user's role, referrer, boss, origin boss, direct referrals and team."""
-    return cards.referral(user_id)
+    return cards.referral(identities.canonical(user_id))

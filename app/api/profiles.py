@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
-from app.deps import ApiKey, ProfilesDep, ServicesDep
+from app.deps import ApiKey, IdentitiesDep, ProfilesDep, ServicesDep
 from app.erasure import erase_user
 from models.errors import NotFoundError
 from models.ids import ID_PATTERN
@@ -67,10 +67,13 @@ def _profile_or_404(profiles: ProfileRepo, kind: str, id: str) -> Profile:
 
 
 @router.get("/users/{user_id}/profile", response_model=UserProfileOut)
-def get_user_profile(user_id: IdPath, profiles: ProfilesDep) -> UserProfileOut:
-    """Return a user's interests, decayed to now; 404 for a user never seen."""
-    p = _profile_or_404(profiles, "user", user_id)
-    return UserProfileOut(user_id=user_id, tags=_tags(p), message_count=p.message_count,
+def get_user_profile(user_id: IdPath, profiles: ProfilesDep,
+                     identities: IdentitiesDep) -> UserProfileOut:
+    """Return a person's interests, decayed to now (any linked id names the person, whose
+    canonical id the answer carries); 404 for a user never seen."""
+    person = identities.canonical(user_id) if _ID.match(user_id) else user_id
+    p = _profile_or_404(profiles, "user", person)
+    return UserProfileOut(user_id=person, tags=_tags(p), message_count=p.message_count,
                           updated_at=rfc3339(p.updated_at))
 
 
@@ -85,7 +88,8 @@ def get_group_profile(group_id: IdPath, profiles: ProfilesDep) -> GroupProfileOu
 @router.delete("/users/{user_id}", response_model=ErasureOut)
 def delete_user(user_id: IdPath, services: ServicesDep) -> ErasureOut:
     """Erase everything held about a user (PIPL), leaving a tombstone that drops the user's
-    earlier messages still queued anywhere; repeating it is harmless."""
+    earlier messages still queued anywhere; repeating it is harmless. A linked id erases
+    the whole person: every id linked to it, and the links."""
     if not _ID.match(user_id):
         raise NotFoundError(f"no user {user_id!r}")
     return ErasureOut(user_id=user_id, erased=erase_user(services, user_id))

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import ApiKey, CardsDep
+from app.deps import ApiKey, CardsDep, IdentitiesDep
 from models.ids import Id
 from models.times import rfc3339
 
@@ -24,9 +24,12 @@ class ViewerTokenIn(BaseModel):
 
 
 @router.post("/v1/viewer-tokens", dependencies=[ApiKey], tags=["cards"])
-def create_viewer_token(body: ViewerTokenIn, cards: CardsDep) -> JSONResponse:
-    """Return a signed token naming the viewer; card and share pages accept it as `?vt=`."""
-    token, expires_at = cards.issue_viewer_token(body.user_id, ttl_s=body.ttl_s)
+def create_viewer_token(body: ViewerTokenIn, cards: CardsDep,
+                        identities: IdentitiesDep) -> JSONResponse:
+    """Return a signed token naming the viewer (the person, when the id is linked); card and
+    share pages accept it as `?vt=`."""
+    token, expires_at = cards.issue_viewer_token(identities.canonical(body.user_id),
+                                                 ttl_s=body.ttl_s)
     return JSONResponse({
         "token": token,
         "expires_at": rfc3339(expires_at),

@@ -5,10 +5,11 @@ retries; nothing slow (tagging, profiles, replies) happens before the answer. A 
 signature is a 403; an undecryptable, malformed or hostile body a 400; a body over
 MINGPIAN_MAX_CALLBACK_BYTES a 413 (app/limits.py) — and none of them queues anything.
 
-The two URL checks (GET) are FastAPI routes. The two POSTs are answered by CallbackPosts
-alone, ahead of FastAPI's middleware stack and routing (together a third of a callback's
-CPU time, measured); the app (app/main.py) hands it every request first, and its OpenAPI
-entries are written here by hand (POSTS, document_posts), next to the code they describe.
+The URL checks (GET) are FastAPI routes. The POSTs (the AI bot's too, app/api/aibot.py)
+are answered by CallbackPosts alone, ahead of FastAPI's middleware stack and routing
+(together a third of a callback's CPU time, measured); the app (app/main.py) hands it every
+request first, and its OpenAPI entries are written here by hand (POSTS, document_posts),
+next to the code they describe.
 
 Nothing here is handed to a thread: the body is capped in bytes (64 KiB by default) and in
 XML elements (bot/callback.py), and every step is linear, so the worst body costs about a
@@ -27,6 +28,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from app.api import aibot
 from app.bot_wiring import BotKit
 from app.deps import BotDep
 from app.errors import app_error_response, unexpected_response
@@ -107,7 +109,7 @@ class _Post:
 
 
 def _doc(*, name: str, path: str, summary: str, description: str, query: tuple[str, ...],
-         answer: dict[str, Any]) -> dict[str, Any]:
+         answer: dict[str, Any], body_type: str = "text/xml") -> dict[str, Any]:
     """Return the OpenAPI operation FastAPI would write for this POST as a route."""
     return {
         "tags": ["wechat"], "summary": summary, "description": description,
@@ -116,7 +118,7 @@ def _doc(*, name: str, path: str, summary: str, description: str, query: tuple[s
         "parameters": [{"name": n, "in": "query", "required": False,
                         "schema": {"type": "string"}} for n in query],
         "requestBody": {"required": True,
-                        "content": {"text/xml": {"schema": {"type": "string"}}}},
+                        "content": {body_type: {"schema": {"type": "string"}}}},
     }
 
 
@@ -132,6 +134,12 @@ POSTS: dict[str, _Post] = {
         "mode).",
         query=("signature", "timestamp", "nonce", "encrypt_type", "msg_signature", "openid"),
         answer={"content": {"text/plain": {"schema": {"type": "string"}}}})),
+    aibot.PATH: _Post(aibot.receive_aibot, b"application/json", _doc(
+        name="aibot_receive", path=aibot.PATH, summary="Aibot Receive",
+        description='Receive an encrypted WeCom AI-bot callback, JSON {"encrypt": …}; empty '
+        "200 once it is durably queued, or the encrypted stream reply in stream mode.",
+        query=("msg_signature", "timestamp", "nonce"), body_type="application/json",
+        answer={"content": {"application/json": {"schema": {"type": "object"}}}})),
 }
 
 
@@ -143,7 +151,7 @@ def document_posts(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class CallbackPosts:
-    """Answers the two callback POSTs, the only code that does. The body limit, the metrics
+    """Answers the callback POSTs, the only code that does. The body limit, the metrics
     and the error responses are the same as everywhere else (app/limits.py, app/metrics.py,
     app/errors.py); the body cap is the callbacks' own, max_callback_bytes, far below the
     rest of the API's."""
@@ -178,7 +186,7 @@ class CallbackPosts:
             await error(scope, receive, send)
         else:
             headers = [(b"content-length", str(len(answer)).encode())]
-            if post.content_type is not None:
+            if post.content_type is not None and answer:
                 headers.append((b"content-type", post.content_type))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": answer})

@@ -99,9 +99,10 @@ def _ledger_apply(_: argparse.Namespace, settings: Settings) -> int:
     services, ledger = _ledger(settings)
     try:
         n = ledger.catch_up()
+        fed = services.cards.feed_back()  # and to the recommender (issue 15 point 7)
     finally:
         services.close()
-    print(f"applied {n} waiting events")
+    print(f"applied {n} waiting events; fed {fed} back to the recommender")
     return 0
 
 

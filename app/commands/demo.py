@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.commands import Verbs
-from app.settings import Settings, WeComSettings
+from app.settings import Settings, WeComAibotSettings, WeComSettings
 
 if TYPE_CHECKING:
     from bot.standin import WeComStandIn
@@ -39,6 +39,10 @@ GROUP_NAMES = {"g-beauty-01": "美妆护肤群", "g-muying-01": "宝妈交流群
 DEMO_WECOM = {"corp_id": "wwdemo0000000001", "token": "mingpiandemo",
               "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "secret": "demo-secret"}
 MAKE_RUN_API_BASE = "http://127.0.0.1:8071"
+# The AI bot's HTTP callback (MINGPIAN_WECOM_AIBOT__*), also in the Makefile's DEMO_ENV.
+DEMO_AIBOT = {"token": "mingpianaibot", "aes_key": "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+              "reply_mode": "response_url"}
+AIBOT_QUESTION = ("g-muying-01", "u-1001", "@名片助手 宝宝湿疹用什么好")
 CARDS = [
     {"staff_id": "s-001", "name": "林小美", "title": "美妆护肤顾问", "company": "名片美妆·上海店",
      "phone": "13800001111", "avatar_url": "", "provider_id": "sh-01",
@@ -59,6 +63,7 @@ class Target:
     api_key: str
     wecom: WeComSettings
     proc: subprocess.Popen[bytes] | None = None
+    aibot: WeComAibotSettings | None = None
 
 
 def chat_path() -> Path:
@@ -85,6 +90,7 @@ def _start_own_service(api_base: str) -> Target:
            # outside demo mode (issue 11).
            "MINGPIAN_DEMO": "true"}
     env.update({f"MINGPIAN_WECOM__{k.upper()}": v for k, v in DEMO_WECOM.items()})
+    env.update({f"MINGPIAN_WECOM_AIBOT__{k.upper()}": v for k, v in DEMO_AIBOT.items()})
     log = open(data / "serve.log", "wb")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -95,7 +101,8 @@ def _start_own_service(api_base: str) -> Target:
             raise SystemExit(f"the demo service did not start; see {data / 'serve.log'}")
         time.sleep(0.3)
     print(f"started a demo service at {url} (data in {data})")
-    return Target(url, "demo-key", _demo_wecom(api_base), proc)
+    return Target(url, "demo-key", _demo_wecom(api_base), proc,
+                  WeComAibotSettings.model_validate(DEMO_AIBOT))
 
 
 def _demo_wecom(api_base: str) -> WeComSettings:
@@ -152,7 +159,9 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
         # Without WeCom settings here, assume the service is `make run`'s (same demo values).
         wecom = settings.wecom or _demo_wecom(MAKE_RUN_API_BASE)
         keys = settings.api_key_list()
-        target = Target(url, args.api_key or (keys[0] if keys else "dev-key"), wecom)
+        target = Target(url, args.api_key or (keys[0] if keys else "dev-key"), wecom,
+                        aibot=settings.wecom_aibot
+                        or WeComAibotSettings.model_validate(DEMO_AIBOT))
         print(f"using the service at {url}")
         api = urlsplit(target.wecom.api_base)
         if api.hostname in ("127.0.0.1", "localhost") and api.port:
@@ -215,7 +224,142 @@ def _run(target: Target, standin: WeComStandIn | None, out: Path) -> int:
             time.sleep(0.3)
         time.sleep(1.0)  # the last batch's replies
         _summary(c, lines, cards, standin)
-    return 0 if set(statuses) == {200} else 1
+        aibot_ok = _aibot_exchange(c, target, standin)
+        orders_ok = _orders(c, target.url, cards)
+    print(f"\n控制台 (console): {target.url}/console/ — 账号用 "
+          "`mingpian console-user add NAME --role admin` 创建（与服务同一份数据）")
+    return 0 if set(statuses) == {200} and aibot_ok and orders_ok else 1
+
+
+# Orders the mall's webhook sends (CONTRACTS §7), in arrival order: (order id, buyer, items
+# as (item, cents), days ago it was paid, days ago it completed or None, cumulative refund
+# and days ago it was refunded or None, whose share code bound the buyer or None).
+# s-002 (陈静) buys first (→ agent); three members she referred buy (→ agents; the third
+# makes her a boss); u-1003 shares on and u-1005 buys through it (direct + team rewards),
+# then gets half back; u-1002's second order is refunded in full after completion;
+# s-001 (林小美) becomes an agent and earns from u-1006. Completions older than the plan's
+# 7 freeze days are payable, newer ones pending.
+DemoOrder = tuple[str, str, list[tuple[str, int]], int, int | None, tuple[int, int] | None,
+                  str | None]
+DEMO_ORDERS: list[DemoOrder] = [
+    ("o-demo-01", "s-002", [("sku-10008", 29800)], 14, 13, None, None),
+    ("o-demo-02", "s-001", [("sku-11001", 8900)], 14, 13, None, None),
+    ("o-demo-03", "u-1001", [("sku-10005", 12800)], 12, 11, None, "s-002"),
+    ("o-demo-04", "u-1002", [("sku-10001", 12900), ("sku-10003", 5900)], 11, 10, None,
+     "s-002"),
+    ("o-demo-05", "u-1003", [("sku-10008", 29800)], 4, 3, None, "s-002"),
+    ("o-demo-06", "u-1005", [("sku-10005", 12800), ("sku-10001", 12900)], 3, 2, (12850, 1),
+     "u-1003"),
+    ("o-demo-07", "u-1002", [("sku-10004", 6900)], 6, 5, (6900, 4), None),
+    ("o-demo-08", "u-1006", [("sku-11001", 8900)], 2, 1, None, "s-001"),
+]
+
+
+def _orders(c: httpx.Client, url: str,
+            cards: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path | None]]
+            ) -> bool:
+    """Visit the share pages, tap an item, and replay a few orders and refunds through the
+    real order webhook, so the console's salespeople, referral and ledger pages have data;
+    return False when the service refused one."""
+    print("\n== 订单与奖励 (orders through POST /v1/orders → the 2+1 plan → the ledger) ==")
+    codes = {fields["staff_id"]: str(share["code"]) for fields, _, share, _ in cards}
+    baby = next(card for fields, card, _, _ in cards if fields["staff_id"] == "s-002")
+    codes["u-1003"] = str(_post(c, f"/v1/cards/{baby['id']}/shares",
+                                {"sharer_id": "u-1003"})["code"])
+    visits = 0
+    for n, (sharer, code) in enumerate(sorted(codes.items())):
+        for visitor in range(2 + n):  # separate visitors: a visit counts once a day each
+            with httpx.Client(base_url=url, timeout=30) as page:
+                visits += page.get(f"/s/{code}").status_code == httpx.codes.OK
+                if visitor == 0:
+                    item = "sku-11001" if sharer == "s-001" else "sku-10008"
+                    page.get(f"/r/{code}/{item}")
+    print(f"  share pages opened {visits} times, one item tapped per share code")
+    now = int(time.time())
+    day = 86_400
+    ok = True
+    for order_id, buyer, lines, paid, completed, refund, via in DEMO_ORDERS:
+        total = sum(cents for _, cents in lines)
+        base = {"order_id": order_id, "user_id": buyer, "amount_cents": total,
+                "items": [{"item_id": i, "amount_cents": a} for i, a in lines]}
+        events = [{**base, "status": "paid", "ts": now - paid * day,
+                   "ref_code": codes[via] if via else None}]
+        if completed is not None:
+            events.append({**base, "status": "completed", "ts": now - completed * day})
+        if refund is not None:
+            events.append({**base, "status": "refunded", "refund_cents": refund[0],
+                           "ts": now - refund[1] * day})
+        for ev in events:
+            r = c.post("/v1/orders", json=ev)
+            if r.status_code != httpx.codes.OK:
+                print(f"  {order_id} {ev['status']}: HTTP {r.status_code} {r.text[:200]}")
+                ok = False
+        print(f"  {order_id} {buyer} ¥{total / 100:.2f}"
+              + (f" via {via}'s code" if via else "")
+              + f": {' → '.join(str(e['status']) for e in events)}")
+    again = c.post("/v1/orders", json={**base, "status": "paid", "ts": now - 2 * day})
+    print(f"  the last paid event sent again: duplicate={again.json().get('duplicate')}")
+    for who in ("s-002", "u-1003", "s-001"):
+        ref = c.get(f"/v1/referrals/{who}").json()
+        rew = c.get("/v1/rewards", params={"user_id": who}).json()
+        b = rew.get("balances", {})
+        print(f"  {who}: {ref.get('role')}, {len(ref.get('direct_referrals', []))} direct, "
+              f"{len(rew.get('entries', []))} ledger entries, pending "
+              f"¥{b.get('pending_cents', 0) / 100:.2f}, payable ¥{b.get('payable_cents', 0) / 100:.2f}")
+    return ok
+
+
+def _aibot_exchange(c: httpx.Client, target: Target, standin: WeComStandIn | None) -> bool:
+    """Send one group @-mention through the AI bot's real signed JSON callback (three times,
+    as a retrying WeCom would) and print the markdown answer the stand-in's response_url
+    received; return False when a delivery was refused."""
+    from bot.aibot import AibotCallback
+
+    print("\n== 智能机器人 (WeCom AI bot, JSON callback → response_url) ==")
+    a = target.aibot
+    if a is None or a.token is None or a.aes_key is None or standin is None:
+        print("  (skipped: the AI bot's callback or the WeCom stand-in is not configured here)")
+        return True
+    group, user, text = AIBOT_QUESTION
+    cb = AibotCallback(token=a.token.get_secret_value(), aes_key=a.aes_key.get_secret_value())
+    msgid = f"demo-aibot-{time.time_ns()}"
+    doc = {"msgid": msgid, "aibotid": "demo-aibot", "chatid": group, "chattype": "group",
+           "from": {"userid": user}, "response_url": standin.response_url(),
+           "msgtype": "text", "text": {"content": text}}
+    before = len(standin.aibot_responses())
+    count_before = _message_count(c, user)
+    statuses: Counter[int] = Counter()
+    for n in range(3):
+        # WeCom encrypts and signs a callback exactly as we sign an answer (WECOM.md §1.2).
+        sealed = cb.encrypt(doc, nonce=f"{n}{time.time_ns() % 10**9}")
+        query = {"msg_signature": sealed["msgsignature"], "timestamp": str(sealed["timestamp"]),
+                 "nonce": sealed["nonce"]}
+        r = c.post("/wecom/aibot/callback", params=query, json={"encrypt": sealed["encrypt"]})
+        statuses[r.status_code] += 1
+    print(f"  [{GROUP_NAMES.get(group, group)}] {user}: {text}")
+    print("  delivered 3 times: " + ", ".join(f"HTTP {k} × {v}" for k, v in sorted(statuses.items())))
+    if set(statuses) != {200}:
+        print(f"  the service refused it: {r.text[:200]}")
+        return False
+    deadline = time.monotonic() + 60
+    while (_queue_depth(c) > 0 or len(standin.aibot_responses()) == before) \
+            and time.monotonic() < deadline:
+        time.sleep(0.3)
+    answers = standin.aibot_responses()[before:]
+    if not answers:
+        print("  (no answer: the reply policy held it back — rate limit or quiet hours)")
+    for body in answers:
+        print("  answer, POSTed once to the message's response_url (markdown):")
+        for line in str(body.get("markdown", {}).get("content", "")).splitlines():
+            print(f"      {line}")
+    added = _message_count(c, user) - count_before
+    print(f"  {user}'s profile: +{added} message for the three deliveries")
+    return True
+
+
+def _message_count(c: httpx.Client, user: str) -> int:
+    prof = c.get(f"/v1/users/{user}/profile")
+    return int(prof.json().get("message_count", 0)) if prof.status_code == httpx.codes.OK else 0
 
 
 def _summary(c: httpx.Client, lines: list[dict[str, Any]],

@@ -21,7 +21,7 @@ H = {"Authorization": f"Bearer {API_KEY}"}
 DEMO = {d["id"]: CatalogItem.model_validate(d) for d in
         (json.loads(line) for line in demo_catalog_path().read_text(encoding="utf-8").splitlines()
          if line)}
-ITEM_KEYS = {"id", "kind", "title", "score", "price_cents", "url", "reason"}
+ITEM_KEYS = {"id", "kind", "title", "score", "confidence", "price_cents", "url", "reason"}
 
 
 @pytest.fixture
@@ -34,11 +34,13 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 def _shape(body: dict[str, Any]) -> None:
-    assert set(body) == {"items", "strategy"}
+    assert set(body) == {"items", "strategy", "confident"}
     assert body["strategy"] in {"profile", "group", "provider_popular", "global_popular", "query"}
+    assert isinstance(body["confident"], bool)
     for it in body["items"]:
         assert set(it) == ITEM_KEYS
         assert isinstance(it["score"], float) and isinstance(it["price_cents"], int)
+        assert 0.0 <= it["confidence"] <= 1.0
         assert it["reason"]
 
 

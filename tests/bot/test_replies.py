@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from app.services import INBOX, Services
 from bot.replies import REPLY_LOG, is_quiet, looks_like_question
 from bot.routing import mentions
+from nlp.relevance import RelevanceModel
 from tests.bot.fake_wecom import FakeWeCom
 from tests.bot.support import (
     bot_app,
@@ -142,6 +143,29 @@ def test_an_unprompted_question_needs_a_confident_answer(
     drain(services)
     sends = _group_sends(fake)
     assert len(sends) == 1 and sends[0]["chatid"] == "g-muying-01"
+
+
+def test_point_confidence_no_reply_on_an_unsure_answer_even_when_mentioned(
+        bot: tuple[TestClient, Services], fake: FakeWeCom) -> None:
+    """Issue 16: the bot never replies on an answer mingpian is not confident of (these
+    tests run a hashing embedder: the model's threshold stands in for a chit-chat line;
+    tests/nlp/test_recommend_issue16.py shows real chit-chat is not confident)."""
+    client, services = bot
+    replier = services.bot.replier
+    rec = services.recommender
+    assert rec.model is None  # the hashing embedder has no calibration: every answer counts
+    rec.model = RelevanceModel(embedder="hash:256", features=("fused",), coef=(1.0,),
+                               intercept=0.0, confident=2.0)  # no answer is confident
+    try:
+        _say(client, 1, "@名片助手 宝宝六个月了，米粉推荐哪个？")
+        drain(services)
+        assert _group_sends(fake) == []
+    finally:
+        rec.model = None
+    replier.policy = replace(replier.policy, confidence=0.0)
+    _say(client, 2, "@名片助手 宝宝六个月了，米粉推荐哪个？")
+    drain(services)
+    assert len(_group_sends(fake)) == 1
 
 
 def test_token_refresh_and_platform_failure(bot: tuple[TestClient, Services],

@@ -36,8 +36,15 @@ def test_a_group_goes_through_the_configured_group_channel() -> None:
     for channel in (WECOM_APPCHAT, WECOM_WEBHOOK):
         assert route(platform="wecom", group_id="wrCHAT", user_id="lisi",
                      group_channel=channel) == Conversation(channel, "wrCHAT")
-        assert route(platform="archive", group_id="g1", user_id="u1",
+        assert route(platform="other", group_id="g1", user_id="u1",
                      group_channel=channel) == Conversation(channel, "g1")
+
+
+def test_archived_messages_are_never_answered() -> None:
+    # The archive is read late and mostly holds customer groups no app can post in.
+    for group in ("wrCHAT", None):
+        assert route(platform="archive", group_id=group, user_id="u1",
+                     group_channel=WECOM_WEBHOOK) is None
 
 
 def test_people_are_answered_in_person_and_wechat_groups_not_at_all() -> None:
