@@ -878,7 +878,10 @@ def main() -> int:
         _stop(serve)
         _stop(floor)
         store.close()
-    recall = recall_at_10(data, users=args.users, seed=args.seed)
+    try:
+        recall = recall_at_10(data, users=args.users, seed=args.seed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if not runs:  # --runs 0: flame graphs only
         print(f"recall@10 {recall:.3f}; serve peak RSS during the load "
               f"{load['peak_rss_mib']:.0f} MiB")
@@ -890,7 +893,6 @@ def main() -> int:
         args.json.write_text(json.dumps({"rows": rows, "runs": runs, "load": load,
                                          "recall_at_10": recall}, ensure_ascii=False,
                                         indent=1) + "\n", encoding="utf-8")
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

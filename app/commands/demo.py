@@ -226,8 +226,9 @@ def _run(target: Target, standin: WeComStandIn | None, out: Path) -> int:
         _summary(c, lines, cards, standin)
         aibot_ok = _aibot_exchange(c, target, standin)
         orders_ok = _orders(c, target.url, cards)
-    print(f"\n控制台 (console): {target.url}/console/ — 账号用 "
-          "`mingpian console-user add NAME --role admin` 创建（与服务同一份数据）")
+    if target.proc is None:  # a service that stays up: its console shows all of this
+        print(f"\n控制台 (console): {target.url}/console/ — 账号用 "
+              "`mingpian console-user add NAME --role admin` 创建（与服务同一份数据）")
     return 0 if set(statuses) == {200} and aibot_ok and orders_ok else 1
 
 
@@ -237,8 +238,8 @@ def _run(target: Target, standin: WeComStandIn | None, out: Path) -> int:
 # s-002 (陈静) buys first (→ agent); three members she referred buy (→ agents; the third
 # makes her a boss); u-1003 shares on and u-1005 buys through it (direct + team rewards),
 # then gets half back; u-1002's second order is refunded in full after completion;
-# s-001 (林小美) becomes an agent and earns from u-1006. Completions older than the plan's
-# 7 freeze days are payable, newer ones pending.
+# s-001 (林小美) becomes an agent and earns from u-1006. Rewards stay pending for the plan's
+# freeze days, counted from when the completion reached the service.
 DemoOrder = tuple[str, str, list[tuple[str, int]], int, int | None, tuple[int, int] | None,
                   str | None]
 DEMO_ORDERS: list[DemoOrder] = [
