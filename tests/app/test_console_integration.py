@@ -105,6 +105,7 @@ def test_point1_console_group_settings_are_the_bots(bot: tuple[TestClient, Servi
                                      "quiet_hours": {"start_hour": 1, "end_hour": 5}}
     page = client.get(f"/console/groups/{GROUP}").text
     assert "本群已单独设置" in page and 'value="1"' in page
+    assert "机器人还没有在这个群回复过" not in page  # the first answer is listed
     assert 'name="replies" value="on" checked' not in page
     # ... and the bot obeys: no reply in this group, while another group still gets one.
     time.sleep(1.1)  # past the reply interval: only the settings can keep the bot quiet

@@ -218,6 +218,11 @@ def test_console_in_chromium(console_service: str, tmp_path: Path) -> None:  # n
         assert browser.js("document.querySelector('input[name=quiet_start_hour]').value") == "21"
         assert browser.js("document.querySelector('select[name=card_id]').value") == \
             seeded["card"]
+        # One source of truth: the bot's per-group settings, as the API reads them.
+        with httpx.Client(base_url=base, headers=H, timeout=30) as api:
+            got = api.get("/v1/groups/g-muying-01/settings").json()
+        assert got == {"group_id": "g-muying-01", "configured": True, "card_id": seeded["card"],
+                       "reply_enabled": False, "quiet_hours": {"start_hour": 21, "end_hour": 9}}
 
         # Add a tag, preview it, apply it, and see a new message tagged with it.
         watch.open(base + "/console/taxonomy")
