@@ -69,12 +69,14 @@ def test_webhook_change_reaches_every_process(two: list[ServeProcess]) -> None:
 
         # 1. a new item through the webhook of process A
         new = item_json("stroller", title=title, tags=["遛娃"], updated_at="2026-11-03T00:00:00Z",
-                        availability=[{"provider_id": "sh-01", "price_cents": 100, "stock": 3}])
+                        availability=[{"provider_id": "sh-01", "price_cents": 100, "stock": 3},
+                                      {"provider_id": "bj-01", "price_cents": 100, "stock": 2}])
         assert c.post(a.url + "/v1/catalog/items", headers=H, json=new).status_code == 200
         _on_both(c, two, lambda s: _ids(c, s, title)[:1] == ["stroller"])
 
         # 2. sold out at sh-01, through process B
-        sold = new | {"availability": [{"provider_id": "sh-01", "price_cents": 100, "stock": 0}],
+        sold = new | {"availability": [{"provider_id": "sh-01", "price_cents": 100, "stock": 0},
+                                       {"provider_id": "bj-01", "price_cents": 100, "stock": 2}],
                       "updated_at": "2026-11-03T00:01:00Z"}
         assert c.post(b.url + "/v1/catalog/items", headers=H, json=sold).status_code == 200
         _on_both(c, two, lambda s: "stroller" not in _ids(c, s, title, provider_id="sh-01"))
