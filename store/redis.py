@@ -372,11 +372,10 @@ class RedisStore:
         args = [dumps(payload), str(dedup_ttl_s) if dedup_key is not None else ""]
         return int(self._call(lambda: self._enqueue_script(keys, args))) == 1
 
-    def enqueue_many(
-        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, dedup_ttl_s: int = 0
-    ) -> list[bool]:
-        if not items:
-            return []
+    def _enqueue_args(self, queue: str, items: Sequence[tuple[JSON, str | None]],
+                      dedup_ttl_s: int) -> tuple[list[str], list[str | int]]:
+        """The enqueue script's keys (the stream, then each distinct dedup key) and arguments
+        (the TTL, then per item its dedup key's position, 0 for none, and its payload)."""
         q = self._qk(queue)
         keys = [q + ":s"]
         index: dict[str, int] = {}
@@ -392,6 +391,14 @@ class RedisStore:
         # Checked here: a failing SET inside the script would leave the items before it queued.
         if index and dedup_ttl_s <= 0:
             raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        return keys, args
+
+    def enqueue_many(
+        self, queue: str, items: Sequence[tuple[JSON, str | None]], *, dedup_ttl_s: int = 0
+    ) -> list[bool]:
+        if not items:
+            return []
+        keys, args = self._enqueue_args(queue, items, dedup_ttl_s)
         res = self._call(lambda: self._enqueue_many_script(keys, args))
         return [int(r) == 1 for r in res]
 
@@ -400,19 +407,7 @@ class RedisStore:
         dedup_ttl_s: int = 0,
     ) -> list[bool]:
         q = self._qk(queue)
-        keys = [q + ":s"]
-        index: dict[str, int] = {}
-        args: list[str | int] = [dedup_ttl_s]
-        for payload, dedup_key in items:
-            k = 0
-            if dedup_key is not None:
-                k = index.get(dedup_key, 0)
-                if not k:
-                    keys.append(q + ":d:" + dedup_key)
-                    k = index[dedup_key] = len(keys)
-            args += [k, dumps(payload)]
-        if index and dedup_ttl_s <= 0:
-            raise ValueError("a dedup key needs dedup_ttl_s > 0")
+        keys, args = self._enqueue_args(queue, items, dedup_ttl_s)
         # The cursor shares the queue's hash tag: one slot, one script.
         keys.append(q + ":cur:" + cursor)
         args.append(dumps(doc))

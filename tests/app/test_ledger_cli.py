@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 # --------------------------------------------------------------------------- tampering
 
 
-def _sqlite(settings: Settings) -> sqlite3.Connection:
-    return sqlite3.connect(settings.data_dir / "mingpian.db", isolation_level=None)
+def _sqlite(settings: Settings) -> closing[sqlite3.Connection]:
+    """The store's database, opened as an insider would (closed on leaving the with)."""
+    return closing(sqlite3.connect(settings.data_dir / "mingpian.db", isolation_level=None))
 
 
 def _lindex(r: redis.Redis[str], index: int) -> str:
@@ -69,13 +71,13 @@ def edit(settings: Settings, seq: int) -> None:
         row["amount_cents"] += 100
         r.lset(REDIS_LEDGER, seq - 1, json.dumps(row, ensure_ascii=False))
         return
-    db = _sqlite(settings)
-    (text,) = db.execute("SELECT entry FROM logs WHERE log='plan.ledger' AND seq=?",
-                         (seq,)).fetchone()
-    row = json.loads(text)
-    row["amount_cents"] += 100
-    db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?",
-               (json.dumps(row), seq))
+    with _sqlite(settings) as db:
+        (text,) = db.execute("SELECT entry FROM logs WHERE log='plan.ledger' AND seq=?",
+                             (seq,)).fetchone()
+        row = json.loads(text)
+        row["amount_cents"] += 100
+        db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?",
+                   (json.dumps(row), seq))
 
 
 def delete(settings: Settings, seq: int) -> None:
@@ -85,7 +87,8 @@ def delete(settings: Settings, seq: int) -> None:
         r.lset(REDIS_LEDGER, seq - 1, "__gone__")
         r.lrem(REDIS_LEDGER, 1, "__gone__")
         return
-    _sqlite(settings).execute("DELETE FROM logs WHERE log='plan.ledger' AND seq=?", (seq,))
+    with _sqlite(settings) as db:
+        db.execute("DELETE FROM logs WHERE log='plan.ledger' AND seq=?", (seq,))
 
 
 def swap(settings: Settings, seq: int) -> None:
@@ -96,11 +99,13 @@ def swap(settings: Settings, seq: int) -> None:
         r.lset(REDIS_LEDGER, seq - 1, b)
         r.lset(REDIS_LEDGER, seq, a)
         return
-    db = _sqlite(settings)
-    rows = dict(db.execute("SELECT seq, entry FROM logs WHERE log='plan.ledger' AND seq IN "
-                           "(?, ?)", (seq, seq + 1)).fetchall())
-    db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?", (rows[seq + 1], seq))
-    db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?", (rows[seq], seq + 1))
+    with _sqlite(settings) as db:
+        rows = dict(db.execute("SELECT seq, entry FROM logs WHERE log='plan.ledger' AND seq IN "
+                               "(?, ?)", (seq, seq + 1)).fetchall())
+        db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?",
+                   (rows[seq + 1], seq))
+        db.execute("UPDATE logs SET entry=? WHERE log='plan.ledger' AND seq=?",
+                   (rows[seq], seq + 1))
 
 
 def test_audit_verify_passes_an_intact_ledger(populated: Settings,

@@ -44,10 +44,10 @@ def _rewrite_log(settings: Settings, log: str, rows: Rows) -> None:
         if rows:
             r.rpush(key, *[dumps(row) for row in rows])
         return
-    db = _sqlite(settings)
-    db.execute("DELETE FROM logs WHERE log=?", (log,))
-    db.executemany("INSERT INTO logs (log, seq, entry) VALUES (?,?,?)",
-                   [(log, n, dumps(row)) for n, row in enumerate(rows, 1)])
+    with _sqlite(settings) as db:
+        db.execute("DELETE FROM logs WHERE log=?", (log,))
+        db.executemany("INSERT INTO logs (log, seq, entry) VALUES (?,?,?)",
+                       [(log, n, dumps(row)) for n, row in enumerate(rows, 1)])
 
 
 def _put_cursor(settings: Settings, doc: dict[str, Any]) -> None:
