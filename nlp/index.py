@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from catalog.feed import CatalogFeed, IndexEntry
 from models.catalog import KINDS, CatalogItem
+from nlp.poller import Poller
 
 log = logging.getLogger("mingpian.index")
 
@@ -310,8 +311,7 @@ class VectorIndex:
         self._snap = self._empty(version=0, epoch="")
         self._write = threading.RLock()
         self._compacting: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._poller = Poller("mingpian-index", self.refresh)
         self.loaded = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -336,26 +336,11 @@ class VectorIndex:
 
     def start(self, *, poll_s: float = 0.5) -> None:
         """Follow the catalog in a background thread, checking its version every poll_s."""
-        if self._watcher is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(poll_s):
-                try:
-                    self.refresh()
-                except Exception:
-                    log.exception("index refresh failed; retrying")
-
-        self._watcher = threading.Thread(target=loop, name="mingpian-index", daemon=True)
-        self._watcher.start()
+        self._poller.start(poll_s=poll_s)
 
     def close(self) -> None:
         """Stop following the catalog and wait for a running compaction."""
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-            self._watcher = None
+        self._poller.stop()
         t = self._compacting
         if t is not None:
             t.join(timeout=60)

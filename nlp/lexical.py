@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from catalog.feed import CatalogFeed
 from models.catalog import CatalogItem
+from nlp.poller import Poller
 from nlp.tokenize import Tokenizer
 
 log = logging.getLogger("mingpian.lexical")
@@ -74,8 +75,7 @@ class LexicalIndex:
         self._docs: dict[str, npt.NDArray[np.int32]] = {}  # item id → its term ids
         self._snap = _empty()
         self._write = threading.RLock()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._poller = Poller("mingpian-lexical", self._follow)
         self.loaded = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -91,36 +91,19 @@ class LexicalIndex:
             self.refresh()
             self.loaded = True
 
+    def _follow(self) -> None:
+        if self.loaded:
+            self.refresh()
+        else:
+            self.load()
+
     def start(self, *, poll_s: float = 0.5) -> None:
         """Follow the catalog in a background thread (after loading it there, if needed)."""
-        if self._watcher is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            if not self.loaded:
-                try:
-                    self.load()
-                except Exception:
-                    log.exception("lexical index load failed; retrying")
-            while not self._stop.wait(poll_s):
-                try:
-                    if not self.loaded:
-                        self.load()
-                    else:
-                        self.refresh()
-                except Exception:
-                    log.exception("lexical index refresh failed; retrying")
-
-        self._watcher = threading.Thread(target=loop, name="mingpian-lexical", daemon=True)
-        self._watcher.start()
+        self._poller.start(poll_s=poll_s, first_now=not self.loaded)
 
     def close(self) -> None:
         """Stop following the catalog."""
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
-            self._watcher = None
+        self._poller.stop()
 
     def refresh(self) -> bool:
         """Catch up with the feed; return True when a new snapshot was published."""
