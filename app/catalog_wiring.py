@@ -121,7 +121,8 @@ def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
     repo = CatalogRepo(store, embedder=emb.inner if isinstance(emb, CachedEmbedder) else emb)
     persist = settings.data_dir / "index" if store.backend == "sqlite" else None
     index = VectorIndex(repo, dim=emb.dim, exact_max=settings.exact_index_max,
-                        nprobe=settings.index_nprobe, persist_dir=persist)
+                        nprobe=settings.index_nprobe, persist_dir=persist,
+                        mmap=settings.index_mmap)
     index.load()
     if follow:
         index.start(poll_s=settings.index_poll_s)

@@ -62,33 +62,58 @@ def _refuse_to_start(settings: Settings) -> bool:
     return bool(problems)
 
 
+def _consumer_as_process(settings: Settings) -> bool:
+    return settings.embedded_worker and not settings.redis_url and \
+        settings.embedded_worker_process
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if _refuse_to_start(settings):
         return 2
     import uvicorn
 
-    if args.workers > 1:
-        # Several processes on one listening socket: each builds its own app from the same
-        # environment; the store (SQLite file or Redis) is what they share, and one metrics
-        # directory (fresh each start) lets /metrics sum them all (app/metrics.py).
-        from app.metrics import MULTIPROC_ENV, multiprocess_dir, use_multiprocess_dir
+    from app.metrics import MULTIPROC_ENV, multiprocess_dir, use_multiprocess_dir
 
+    consumer = None
+    if args.workers > 1 or _consumer_as_process(settings):
+        # Several processes (serve's, its consumer's): one metrics directory, fresh each
+        # start, lets /metrics sum them all (app/metrics.py).
         use_multiprocess_dir(Path(os.environ.get(MULTIPROC_ENV) or
                                   multiprocess_dir(settings.data_dir)), clean=True)
-        uvicorn.run("app.cli:serving_app", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, access_log=False,
-                    **_uvicorn_logging(settings))
-        return 0
-    from app.catalog_wiring import tune_for_serving
-    from app.main import create_app
+    if _consumer_as_process(settings):
+        from app.worker import ConsumerProcess
 
-    uvicorn.run(tune_for_serving(create_app(settings, consumer_children=True)),
-                host=args.host, port=args.port,
-                access_log=False, **_uvicorn_logging(settings))
-    return 0
+        # The embedded consumer is a child `mingpian worker` (issue 17); the serving
+        # processes consume nothing themselves.
+        os.environ["MINGPIAN_EMBEDDED_WORKER"] = "false"
+        settings = settings.model_copy(update={"embedded_worker": False})
+        consumer = ConsumerProcess().start()
+    try:
+        if args.workers > 1:
+            # Several processes on one listening socket: each builds its own app from the
+            # same environment; the store (SQLite file or Redis) is what they share, and they
+            # share the persisted index's pages instead of each reading it.
+            os.environ.setdefault("MINGPIAN_INDEX_MMAP", "true")
+            uvicorn.run("app.cli:serving_app", factory=True, workers=args.workers,
+                        host=args.host, port=args.port, access_log=False,
+                        **_uvicorn_logging(settings))
+            return 0
+        from app.catalog_wiring import tune_for_serving
+        from app.main import create_app
+
+        uvicorn.run(tune_for_serving(create_app(settings, consumer_children=True)),
+                    host=args.host, port=args.port,
+                    access_log=False, **_uvicorn_logging(settings))
+        return 0
+    finally:
+        if consumer is not None:
+            consumer.stop()
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:  # the Command signature
+    from app.worker import exit_with_parent
+
+    exit_with_parent()  # started by embedded serve: never outlive it
     if _refuse_to_start(settings):
         return 2
     from app.metrics import MULTIPROC_ENV, Metrics, multiprocess_dir, use_multiprocess_dir

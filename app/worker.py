@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from app.metrics import Metrics
 from app.purge import start_purger
@@ -83,3 +87,78 @@ def consumer_embedder(settings: Settings) -> CachedEmbedder | None:
              settings.worker_embedder_processes)
     return load_embedder(settings.embedder, threads=settings.embedder_threads or 1,
                          child_processes=settings.worker_embedder_processes)
+
+
+# -- the embedded consumer as a child process (issue 17) ---------------------------------
+PARENT_ENV = "MINGPIAN_EXIT_WITH_PARENT"  # pid of the serve a worker must not outlive
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent() -> None:
+    """In a worker started by :class:`ConsumerProcess`: stop (SIGTERM, handled as a graceful
+    stop) when the serve that started it dies, even by SIGKILL; exit now if it already has."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(0)  # the parent died before prctl took hold
+
+
+class ConsumerProcess:
+    """`mingpian worker` as a child of embedded `mingpian serve`: the consumer (claim, jieba,
+    the model, profile commits) runs in its own process, so an acknowledgement never waits
+    for its GIL or its event loop. Restarted after restart_s if it exits; stopped (SIGTERM,
+    then SIGKILL after timeout) with serve, and it stops itself if serve dies first."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, restart_s: float = 2.0) -> None:
+        self.argv = [sys.executable, "-m", "app.cli", "worker"]
+        self.env = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+        self.restart_s = restart_s
+        self.starts = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name="mingpian-consumer-process",
+                                        daemon=True)
+
+    def start(self) -> ConsumerProcess:
+        """Start the child and its supervising thread; return self."""
+        self._thread.start()
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's pid (None between restarts)."""
+        with self._lock:
+            return self._proc.pid if self._proc is not None else None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._proc = proc = subprocess.Popen(self.argv, env=self.env)
+                self.starts += 1
+            log.info("embedded consumer: `mingpian worker` process %d", proc.pid)
+            code = proc.wait()
+            if self._stop.is_set():
+                return
+            log.warning("embedded consumer process %d exited with %s; restarting in %.0f s",
+                        proc.pid, code, self.restart_s)
+            self._stop.wait(self.restart_s)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the child gracefully (it finishes its batch), killing it after timeout."""
+        with self._lock:
+            self._stop.set()
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self._thread.join(timeout=5)

@@ -140,15 +140,23 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _children(pid: int) -> list[int]:
-    kids: list[int] = []
+    """Return every descendant of pid: serve's consumer (`mingpian worker`, issue 17) and the
+    model processes, its own and the consumer's."""
+    parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                kids.append(int(entry))
+            parent[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    kids: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        found = [c for c, pp in parent.items() if pp == p]
+        kids += found
+        todo += found
     return kids
 
 
@@ -737,7 +745,7 @@ def table(runs: list[dict[str, float]], load: dict[str, float], recall: float,
                   _span(runs, "query_floor_p99_ms", ".1f") + " ms")},
         {"measure": f"serve peak RSS with {args.items} items loaded through the webhook",
          "product": load["peak_rss_mib"], "floor": None, "ratio": None, "target": "≤ 1,200 MiB",
-         "text": (f"{load['peak_rss_mib']:.0f} MiB (embedding children "
+         "text": (f"{load['peak_rss_mib']:.0f} MiB (child processes: consumer and models, "
                   f"{load['peak_children_mib']:.0f} MiB more; {load['items_per_s']:.0f} "
                   "items/s)", "")},
     ]

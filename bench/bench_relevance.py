@@ -1,7 +1,7 @@
 """Relevance on the old set and on eval set v2, beside plain cosine and BM25, same run.
 
     .venv/bin/python -m bench.bench_relevance [--set old|v2|both] [--embedder use]
-        [--stages] [--smoke]
+        [--stages] [--fit [--save]] [--latency ITEMS] [--embed-latency N]
 
 For each set: queries (``Recommender.for_text``, the code behind
 ``POST /v1/recommendations/query``) hit@1/3/10 overall and on the hard part (no word shared
@@ -395,6 +395,15 @@ def _auc(pos: Sequence[float], neg: Sequence[float]) -> float:
 # -- fitting (old set only) ---------------------------------------------------------------------
 GRID_LEX = (0.0, 0.05, 0.1, 0.2, 0.3)
 GRID_COVER = (0.0, 0.05, 0.1, 0.2)
+# Tag re-ranking's constants (threshold, boost) are fitted per embedder, except for these,
+# which keep issue 5's 0.4 / 0.5 (chosen for USE's wide similarity spread).
+KEEP_TAG_CONSTANTS = ("use",)
+TAG_QUANTILES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+GRID_BOOST = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# The lowest confidence threshold searched. USE keeps issue 16's 0.2; an embedder with a
+# narrow similarity spread gives its best candidate a lower probability (many candidates
+# score alike), and at 0.2 e5 answered no need of the old set confidently.
+CONFIDENT_FLOOR = {"use": 0.2}
 
 
 def text_training_rows(sys_: System, es: EvalSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -461,10 +470,10 @@ def choose_fusion(sys_: System, es: EvalSet, x: np.ndarray, y: np.ndarray, owner
 
 
 def fit_text_model(sys_: System, es: EvalSet, *, l2: float = 1.0,
-                   max_chitchat: float = 0.01) -> RelevanceModel:
+                   max_chitchat: float = 0.01, floor: float = 0.2) -> RelevanceModel:
     """Choose the fusion weights and fit the confidence (a logistic over the fused score)
-    on a set; the confidence threshold is the lowest (in steps of 0.05) at which at most
-    max_chitchat of its chit-chat lines would be confident."""
+    on a set; the confidence threshold is the lowest (in steps of 0.05 from floor) at which
+    at most max_chitchat of its chit-chat lines would be confident."""
     x, y, owner = text_training_rows(sys_, es)
     lex, cover = choose_fusion(sys_, es, x, y, owner)
     sys_.rec.lexical_weight, sys_.rec.coverage_weight = lex, cover
@@ -479,7 +488,7 @@ def fit_text_model(sys_: System, es: EvalSet, *, l2: float = 1.0,
     n_q = len(es.queries)
     top = {int(o): float(p[owner == o].max()) for o in np.unique(owner)}
     chit = [top.get(n_q + i, 0.0) for i in range(len(es.chitchat))]
-    threshold = next((t for t in np.arange(0.2, 0.95, 0.05)
+    threshold = next((t for t in np.arange(floor, 0.95, 0.05)
                       if np.mean([c >= t for c in chit]) <= max_chitchat), 0.9)
     return RelevanceModel(**{**model.__dict__, "confident": round(float(threshold), 2)})
 
@@ -506,12 +515,61 @@ def fit_profile_mapping(sys_: System, es: EvalSet, model: RelevanceModel) -> Rel
                              "profile_intercept": round(float(intercept), 4)})
 
 
-def tune_sessions(es: EvalSet, embedder: Embedder, folder: Path
-                  ) -> dict[str, float | int | None]:
+def choose_tag_constants(es: EvalSet, embedder: Embedder, folder: Path) -> dict[str, float]:
+    """Pick tag re-ranking's threshold and boost for an embedder on the set's queries by
+    hit@3 (ties: the smaller boost, then the higher threshold); print a 2-fold
+    cross-validation of the choice (odd/even queries).
+
+    Thresholds are quantiles of the best tag similarity of the set's texts (queries and
+    chit-chat), so the grid follows the embedder's own similarity spread; boosts run wide,
+    since a narrow spread gives small gains above the threshold."""
+    sys_ = build_system(es, embedder, folder / "tags", {"model": None, "hybrid": False})
+    rec = sys_.rec
+    texts = [str(q["text"]) for q in es.queries] + es.chitchat
+    best = [float((rec.embedder.encode([t, *clauses(t)]) @ rec.tags.matrix.T).max())
+            for t in texts]
+    taus = sorted({round(float(np.quantile(best, q)), 3) for q in TAG_QUANTILES})
+    print(f"[tags:{es.name}] best tag similarity of the texts: min {min(best):.3f}, median "
+          f"{statistics.median(best):.3f}, max {max(best):.3f}; thresholds {taus}")
+    queries_only = EvalSet(es.name, es.catalog, es.queries, [], [])
+    w = rec.full_text_weight
+    scored: dict[tuple[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for tau in taus:
+        rec.tag_threshold = tau
+        x, y, owner = text_training_rows(sys_, queries_only)
+        for boost in GRID_BOOST:
+            scored[tau, boost] = (w * x[:, 0] + (1 - w) * x[:, 1] + boost * x[:, 4], y, owner)
+        print(f"[tags:{es.name}] threshold {tau}: hit@3 by boost "
+              + "  ".join(f"{b}: {_hit3(*scored[tau, b], range(len(es.queries))):.3f}"
+                          for b in GRID_BOOST))
+    sys_.rec.index.close()
+
+    def pick(qs: Sequence[int]) -> tuple[float, float]:
+        return max(scored, key=lambda g: (_hit3(*scored[g], qs), -g[1], g[0]))
+
+    queries = list(range(len(es.queries)))
+    held = 0.0
+    for fold in (0, 1):
+        fit = [t for t in queries if t % 2 == fold]
+        other = [t for t in queries if t % 2 != fold]
+        g = pick(fit)
+        held += _hit3(*scored[g], other) * len(other)
+        print(f"cv: fit on half {fold} → tag_threshold {g[0]}, tag_boost {g[1]}")
+    tau, boost = pick(queries)
+    print(f"tags on {es.name}: tag_threshold {tau}, tag_boost {boost}: hit@3 "
+          f"{_hit3(*scored[tau, boost], queries):.3f} (no boost "
+          f"{_hit3(*scored[tau, 0.0], queries):.3f}); 2-fold held out "
+          f"{held / len(queries):.3f}")
+    return {"tag_threshold": tau, "tag_boost": boost}
+
+
+def tune_sessions(es: EvalSet, embedder: Embedder, folder: Path,
+                  base: dict[str, Any] | None = None) -> dict[str, float | int | None]:
     """Pick the recency half-life and the interest vector's share on the set's sessions
-    (hit@3, then fewest movers with the old topic in the top 3)."""
+    (hit@3, then fewest movers with the old topic in the top 3); base: the recommender's
+    other settings (an embedder's tag constants)."""
     rows: list[tuple[float, float, float, float | None, float, int]] = []
-    sys_ = build_system(es, embedder, folder / "tune", {"model": None})
+    sys_ = build_system(es, embedder, folder / "tune", {"model": None, **(base or {})})
     fold_sessions(sys_, es.sessions)
     movers = [s for s in es.sessions if s["moved"]]
     for half, share, head in [(h, w, n) for h in (None, 7.0, 3.0, 1.0) for w in (0.5, 0.3, 0.0)
@@ -609,10 +667,17 @@ def run_latency(embedder: Embedder, folder: Path, *, items: int, queries: int = 
 def run_fit(embedder: Embedder, folder: Path, *, save: bool) -> None:
     """Choose every parameter on the old set; with save, write the model file."""
     old = load_old()
-    chosen = tune_sessions(old, embedder, folder)
+    tag_constants: dict[str, float] = {}
+    if embedder.name in KEEP_TAG_CONSTANTS:
+        print(f"tag constants for {embedder.name}: issue 5's (0.4 / 0.5), kept")
+    else:
+        tag_constants = choose_tag_constants(old, embedder, folder)
+    chosen = tune_sessions(old, embedder, folder, tag_constants)
     print(f"chosen on old sessions: {chosen}")
-    sys_ = build_system(old, embedder, folder / "fit", dict(chosen))
-    model = fit_text_model(sys_, old)
+    sys_ = build_system(old, embedder, folder / "fit", {**chosen, **tag_constants})
+    model = fit_text_model(sys_, old, floor=CONFIDENT_FLOOR.get(embedder.name, 0.05))
+    # The recommender reads the tag constants from the model's extra (absent: issue 5's).
+    model = RelevanceModel(**{**model.__dict__, "extra": {**model.extra, **tag_constants}})
     fold_sessions(sys_, old.sessions)
     model = fit_profile_mapping(sys_, old, model)
     print(f"text model for {model.embedder}: {model.extra}, "
@@ -623,6 +688,36 @@ def run_fit(embedder: Embedder, folder: Path, *, save: bool) -> None:
     if save:
         save_model(model, default=model.embedder == "use")
         print("saved to nlp/dicts/relevance_model.json")
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_embed_latency(spec: str, *, threads: int, n: int) -> None:
+    """One text at a time through the bare model (no cache): p50/p99 ms over n distinct old
+    queries and chit-chat lines, the load time, and the process's RSS growth (load, then
+    after the queries: the model's pages are touched by then)."""
+    old = load_old()
+    texts = list(dict.fromkeys([str(q["text"]) for q in old.queries] + old.chitchat))[:n]
+    before = _rss_mb()
+    started = time.perf_counter()
+    emb = load_embedder(spec, threads=threads).inner
+    load_s = time.perf_counter() - started
+    loaded = _rss_mb()
+    emb.encode(["预热"])
+    took = []
+    for t in texts:
+        t0 = time.perf_counter()
+        emb.encode([t])
+        took.append((time.perf_counter() - t0) * 1000)
+    p = np.percentile(took, [50, 99])
+    print(f"{emb.name}: one query p50 {p[0]:.2f} ms, p99 {p[1]:.2f} ms over {len(took)} texts "
+          f"({threads} thread(s)); load {load_s:.2f} s; RSS +{loaded - before:.0f} MB after "
+          f"load, +{_rss_mb() - before:.0f} MB after the queries")
 
 
 def main() -> None:
@@ -640,8 +735,13 @@ def main() -> None:
                    help="score the issue-5 pipeline (no lexical, no learned model)")
     p.add_argument("--latency", type=int, metavar="ITEMS",
                    help="time for_text over this many items against faiss alone")
+    p.add_argument("--embed-latency", type=int, metavar="N",
+                   help="time the bare model on N texts one at a time, and its RSS")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
+    if args.embed_latency:
+        run_embed_latency(args.embedder, threads=args.threads, n=args.embed_latency)
+        return
     embedder = load_embedder(args.embedder, threads=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         if args.fit:

@@ -118,7 +118,7 @@ class SidebarKeys:
         return got[0], got[1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # weight and count are both numbers: name them
 class Interest:
     """One interest of the customer: tag, decayed weight, messages that showed it."""
 
@@ -200,7 +200,7 @@ class Sidebar:
         """Return the sidebar of a customer, for the salesperson `userid`."""
         person = self.canonical(external_userid)
         profile = self.profile(person)
-        interests = [Interest(t.tag, t.weight, profile.tag_counts.get(t.tag, 0))
+        interests = [Interest(tag=t.tag, weight=t.weight, count=profile.tag_counts.get(t.tag, 0))
                      for t in profile.tags[:INTERESTS_SHOWN]] if profile else []
         card = self.card_of(userid)
         recommended: list[Shareable] = []

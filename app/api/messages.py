@@ -7,13 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ValidationError
 
+from app.api.batch import batch_examples, batch_of
 from app.deps import ApiKey, BotDep
-from models.errors import ValidationFailed
 from models.messages import ChatMessage
 
 router = APIRouter(prefix="/v1", tags=["messages"], dependencies=[ApiKey])
-
-MAX_BATCH = 1000
 
 
 class ItemError(BaseModel):
@@ -45,17 +43,10 @@ def _error(err: ValidationError) -> str:
 @router.post("/messages", response_model=MessagesAccepted)
 def post_messages(
     bot: BotDep,
-    body: Annotated[dict[str, Any], Body(openapi_examples={
-        "one": {"value": _EXAMPLE},
-        "many": {"value": {"messages": [_EXAMPLE]}},
-    })],
+    body: Annotated[dict[str, Any], Body(openapi_examples=batch_examples("messages", _EXAMPLE))],
 ) -> MessagesAccepted:
     """Queue one message or {"messages": [...]} (≤ 1000); duplicates of a msg_id are skipped."""
-    raw: Any = body.get("messages", [body])
-    if not isinstance(raw, list):
-        raise ValidationFailed('"messages" must be a list')
-    if len(raw) > MAX_BATCH:
-        raise ValidationFailed(f"at most {MAX_BATCH} messages per request, got {len(raw)}")
+    raw = batch_of(body, "messages")
     accepted = duplicates = 0
     errors: list[ItemError] = []
     for i, obj in enumerate(raw):

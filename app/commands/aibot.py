@@ -76,6 +76,16 @@ _CONNECT_HELP = (
     "`mingpian serve`. Exits 3 when WeCom reports that another connection took the bot.")
 
 
+# The connection's timing options, in seconds: (flag, default, help).
+_TIMING_OPTIONS: tuple[tuple[str, float, str], ...] = (
+    ("--ping-interval", 30.0, "seconds between pings; two unanswered → reconnect (30)"),
+    ("--subscribe-timeout", 10.0, "seconds to wait for the subscribe answer (10)"),
+    ("--reply-timeout", 5.0, "seconds to wait for a reply's answer (5)"),
+    ("--backoff-base", 1.0, "first reconnect pause, doubled each failure (1)"),
+    ("--backoff-cap", 30.0, "longest reconnect pause (30)"),
+)
+
+
 def register(sub: Verbs) -> None:
     """Add this domain's verbs to the parser."""
     group = verb_group(sub, "aibot", help="the WeCom AI bot (智能机器人)")
@@ -83,16 +93,8 @@ def register(sub: Verbs) -> None:
                  help="hold the AI bot's long connection (no public address needed)")
     p.add_argument("--url", default=None,
                    help="WebSocket URL (default: MINGPIAN_WECOM_AIBOT__WS_URL)")
-    p.add_argument("--ping-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between pings; two unanswered → reconnect (30)")
-    p.add_argument("--subscribe-timeout", type=float, default=10.0, metavar="S",
-                   help="seconds to wait for the subscribe answer (10)")
-    p.add_argument("--reply-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds to wait for a reply's answer (5)")
-    p.add_argument("--backoff-base", type=float, default=1.0, metavar="S",
-                   help="first reconnect pause, doubled each failure (1)")
-    p.add_argument("--backoff-cap", type=float, default=30.0, metavar="S",
-                   help="longest reconnect pause (30)")
+    for flag, default, text in _TIMING_OPTIONS:
+        p.add_argument(flag, type=float, default=default, metavar="S", help=text)
     p.add_argument("--lease-ttl", type=int, default=60, metavar="S",
                    help="seconds a dead process keeps the bot from a standby (60)")
     p.add_argument("--on-kick", choices=("stop", "reconnect"), default="stop",

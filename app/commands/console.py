@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from app.commands import Verbs, add_verb, verb_group
 from app.settings import Settings
 from models.errors import AppError
+
+if TYPE_CHECKING:
+    from app.console.auth import ConsoleUsers
 
 
 def _read_password() -> str:
@@ -21,48 +27,53 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _add(args: argparse.Namespace, settings: Settings) -> int:
+@contextmanager
+def _accounts(settings: Settings) -> Iterator[ConsoleUsers]:
+    """The console accounts in the configured store, which is closed on the way out."""
     from app.console.auth import ConsoleUsers
     from store import open_store
 
-    password = _read_password()
     store = open_store(redis_url=settings.redis_url, data_dir=settings.data_dir)
     try:
-        user = ConsoleUsers(store).add(args.name, role=args.role, password=password)
-    except AppError as e:
-        print(f"mingpian: {e.message}", file=sys.stderr)
-        return 2
+        yield ConsoleUsers(store)
     finally:
         store.close()
-    print(f"console user {user.name} ({user.role}) saved")
+
+
+def _change(settings: Settings, change: Callable[[ConsoleUsers], str], *, failure: int) -> int:
+    """Apply change to the accounts and print what it did; a refusal (AppError) is printed
+    to stderr and returns failure."""
+    with _accounts(settings) as users:
+        try:
+            done = change(users)
+        except AppError as e:
+            print(f"mingpian: {e.message}", file=sys.stderr)
+            return failure
+    print(done)
     return 0
+
+
+def _add(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password()
+
+    def add(users: ConsoleUsers) -> str:
+        user = users.add(args.name, role=args.role, password=password)
+        return f"console user {user.name} ({user.role}) saved"
+
+    return _change(settings, add, failure=2)
 
 
 def _disable(args: argparse.Namespace, settings: Settings) -> int:
-    from app.console.auth import ConsoleUsers
-    from store import open_store
+    def disable(users: ConsoleUsers) -> str:
+        users.disable(args.name)
+        return f"console user {args.name} disabled (signed out everywhere)"
 
-    store = open_store(redis_url=settings.redis_url, data_dir=settings.data_dir)
-    try:
-        ConsoleUsers(store).disable(args.name)
-    except AppError as e:
-        print(f"mingpian: {e.message}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    print(f"console user {args.name} disabled (signed out everywhere)")
-    return 0
+    return _change(settings, disable, failure=1)
 
 
 def _list(_: argparse.Namespace, settings: Settings) -> int:
-    from app.console.auth import ConsoleUsers
-    from store import open_store
-
-    store = open_store(redis_url=settings.redis_url, data_dir=settings.data_dir)
-    try:
-        users = ConsoleUsers(store).list()
-    finally:
-        store.close()
+    with _accounts(settings) as accounts:
+        users = accounts.list()
     for u in users:
         print(f"{u.name}\t{u.role}\t{'disabled' if u.disabled else 'active'}")
     return 0

@@ -12,9 +12,8 @@ from app import cli
 from app.settings import get_settings
 from catalog.repo import CatalogRepo
 from nlp.embed import HashEmbedder
-from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import item_json
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, OpenSQLite
 
 H = {"X-API-Key": API_KEY}
 
@@ -98,7 +97,8 @@ def test_events_feed_popularity(client: TestClient) -> None:
 
 def test_cli_imports_a_file_reporting_bad_lines(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                capsys: pytest.CaptureFixture[str],
+                                                open_sqlite: OpenSQLite) -> None:
     data = tmp_path / "data"
     monkeypatch.setenv("MINGPIAN_DATA_DIR", str(data))
     monkeypatch.setenv("MINGPIAN_EMBEDDER", "hash:64")
@@ -119,5 +119,5 @@ def test_cli_imports_a_file_reporting_bad_lines(tmp_path: Path,
         assert "152 unchanged" in capsys.readouterr().out
     finally:
         get_settings.cache_clear()
-    repo = CatalogRepo(SQLiteStore(data / "mingpian.db"), embedder=HashEmbedder(64))
+    repo = CatalogRepo(open_sqlite(data / "mingpian.db"), embedder=HashEmbedder(64))
     assert repo.count() == 154

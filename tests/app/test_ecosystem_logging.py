@@ -3,6 +3,7 @@ redacted like the text format."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,19 +51,19 @@ def test_serve_logs_json_lines(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    started = False
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
+        while not started and time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                started = httpx.get(f"http://127.0.0.1:{port}/healthz",
+                                    timeout=1).status_code == 200
+            if not started:
                 time.sleep(0.1)
-        else:
-            raise AssertionError("serve did not start")
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
+    assert started, f"serve did not start (exit status {proc.returncode}):\n{err[-3000:]}"
     lines = [line for line in (out + err).splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     assert entries

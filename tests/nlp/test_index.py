@@ -16,8 +16,8 @@ from catalog.repo import CHANGES, CatalogRepo
 from models.catalog import CatalogItem
 from nlp.index import VectorIndex
 from store.base import Store
-from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import CountingEmbedder, item
+from tests.conftest import OpenSQLite
 
 DIM = 64
 
@@ -92,8 +92,9 @@ def test_follows_adds_updates_deactivations_and_deletes(store: Store) -> None:
     assert index.refresh() is False  # nothing new
 
 
-def test_ivf_above_threshold_keeps_recall_and_narrow_filters(tmp_path: Path) -> None:
-    repo = _repo(SQLiteStore(tmp_path / "s.db"))
+def test_ivf_above_threshold_keeps_recall_and_narrow_filters(tmp_path: Path,
+                                                             open_sqlite: OpenSQLite) -> None:
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
     items = _catalog(2500, universal=False)
     items += [item(f"rare-{i}", title=f"稀有{i}", availability=[
         {"provider_id": "tiny", "price_cents": 1, "stock": 1}]) for i in range(4)]
@@ -113,8 +114,8 @@ def test_ivf_above_threshold_keeps_recall_and_narrow_filters(tmp_path: Path) -> 
     assert all(sorted(h.id for h in row) == [f"rare-{i}" for i in range(4)] for row in rare)
 
 
-def test_compaction_folds_the_delta_into_main(tmp_path: Path) -> None:
-    repo = _repo(SQLiteStore(tmp_path / "s.db"))
+def test_compaction_folds_the_delta_into_main(tmp_path: Path, open_sqlite: OpenSQLite) -> None:
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
     repo.upsert(_catalog(60))
     index = VectorIndex(repo, dim=DIM, compact_min=10, compact_fraction=0.0)
     index.load()
@@ -132,8 +133,9 @@ def test_compaction_folds_the_delta_into_main(tmp_path: Path) -> None:
     assert [h.id for h in index.search(q, k=10)[0]] == [h.id for h in fresh.search(q, k=10)[0]]
 
 
-def test_persisted_index_is_loaded_then_caught_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    repo = _repo(SQLiteStore(tmp_path / "s.db"))
+def test_persisted_index_is_loaded_then_caught_up(tmp_path: Path, open_sqlite: OpenSQLite,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
     repo.upsert(_catalog(40))
     folder = tmp_path / "index"
     VectorIndex(repo, dim=DIM, persist_dir=folder).load()
@@ -147,7 +149,7 @@ def test_persisted_index_is_loaded_then_caught_up(tmp_path: Path, caplog: pytest
     assert again.search(repo.embedder.encode(["后来加的"])[0], k=1)[0][0].id == "late"
 
     # Another catalog (a new store has a new epoch) never serves these files.
-    other = _repo(SQLiteStore(tmp_path / "other.db"))
+    other = _repo(open_sqlite(tmp_path / "other.db"))
     other.upsert([item("x")])
     third = VectorIndex(other, dim=DIM, persist_dir=folder)
     third.load()
@@ -180,8 +182,9 @@ class _SlowFeed:
         return self.repo.iter_entries()
 
 
-def test_readers_keep_the_old_snapshot_until_the_new_one_is_complete(tmp_path: Path) -> None:
-    repo = _repo(SQLiteStore(tmp_path / "s.db"))
+def test_readers_keep_the_old_snapshot_until_the_new_one_is_complete(
+        tmp_path: Path, open_sqlite: OpenSQLite) -> None:
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
     repo.upsert(_catalog(20))
     feed = _SlowFeed(repo)
     index = VectorIndex(feed, dim=DIM)
@@ -201,8 +204,9 @@ def test_readers_keep_the_old_snapshot_until_the_new_one_is_complete(tmp_path: P
     assert index.version == 21 and index.search(q, k=1)[0][0].id == "new"
 
 
-def test_concurrent_readers_during_updates_see_consistent_results(tmp_path: Path) -> None:
-    repo = _repo(SQLiteStore(tmp_path / "s.db"))
+def test_concurrent_readers_during_updates_see_consistent_results(
+        tmp_path: Path, open_sqlite: OpenSQLite) -> None:
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
     repo.upsert(_catalog(50))
     index = VectorIndex(repo, dim=DIM, compact_min=8, compact_fraction=0.0)
     index.load()

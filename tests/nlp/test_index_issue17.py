@@ -8,13 +8,14 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pytest
 
 from catalog.repo import CatalogRepo
 from models.catalog import CatalogItem
 from nlp.embed import CachedEmbedder, HashEmbedder
 from nlp.index import VectorIndex
-from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import CountingEmbedder, item
+from tests.conftest import OpenSQLite
 
 DIM = 64
 
@@ -30,8 +31,9 @@ def _stored(repo: CatalogRepo, ids: list[str]) -> np.ndarray:
     return np.vstack([entries[i].vector for i in ids])
 
 
-def test_point_memory_ivf_holds_each_vector_once(tmp_path: Path) -> None:
-    repo = CatalogRepo(SQLiteStore(tmp_path / "s.db"), embedder=CountingEmbedder(DIM))
+def test_point_memory_ivf_holds_each_vector_once(tmp_path: Path,
+                                                 open_sqlite: OpenSQLite) -> None:
+    repo = CatalogRepo(open_sqlite(tmp_path / "s.db"), embedder=CountingEmbedder(DIM))
     repo.upsert(_items(2500))
     index = VectorIndex(repo, dim=DIM, exact_max=1000, nprobe=48)
     index.load()
@@ -49,21 +51,26 @@ def test_point_memory_ivf_holds_each_vector_once(tmp_path: Path) -> None:
     assert [row[0].id for row in hits] == ids
 
 
-def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+@pytest.mark.parametrize("mapped", [True, False])
+def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path,
+                                                           open_sqlite: OpenSQLite,
+                                                           mapped: bool) -> None:
+    store = open_sqlite(tmp_path / "s.db")
     repo = CatalogRepo(store, embedder=CountingEmbedder(DIM))
     repo.upsert(_items(2500))
     first = VectorIndex(repo, dim=DIM, exact_max=1000, persist_dir=tmp_path / "index")
     first.load()
     first.close()
-    # A second process (serve --workers 2) maps the file its peer wrote.
+    # A second process (serve --workers 2) maps the file its peer wrote; a single serve
+    # reads it (mapped lists cost a search about three times the CPU here).
     index = VectorIndex(repo, dim=DIM, exact_max=1000, persist_dir=tmp_path / "index",
-                        compact_min=10, compact_fraction=0.0)
+                        compact_min=10, compact_fraction=0.0, mmap=mapped)
     index.load()
     main = index._snap.main
     assert isinstance(main, faiss.IndexIVF)
     assert main.invlists is not None
-    assert isinstance(faiss.downcast_InvertedLists(main.invlists), faiss.OnDiskInvertedLists)
+    lists = faiss.downcast_InvertedLists(main.invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists if mapped else faiss.ArrayInvertedLists)
     # Changes land in the delta, then compaction rebuilds main from the mapped lists.
     repo.upsert(_items(30, prefix="new"))
     repo.upsert([item("sku-00003", title="改名", updated_at="2026-11-02T00:00:00Z")])

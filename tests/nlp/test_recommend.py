@@ -14,7 +14,6 @@ from catalog_sync.loader import demo_catalog_path
 from models.catalog import CatalogItem
 from nlp.recommend import Recommender, clauses, mmr_order
 from store.base import Store
-from store.sqlite import SQLiteStore
 from tests.catalog_sync.support import (
     CountingEmbedder,
     Prof,
@@ -23,6 +22,7 @@ from tests.catalog_sync.support import (
     build_recommender,
     item,
 )
+from tests.conftest import OpenSQLite
 
 DEMO = [CatalogItem.model_validate(json.loads(line))
         for line in demo_catalog_path().read_text(encoding="utf-8").splitlines() if line]
@@ -166,10 +166,11 @@ def test_clauses_split_chat_punctuation() -> None:
 
 
 @pytest.mark.model
-def test_real_model_answers_chat_and_stays_quiet_on_chitchat(tmp_path: Path) -> None:
+def test_real_model_answers_chat_and_stays_quiet_on_chitchat(tmp_path: Path,
+                                                             open_sqlite: OpenSQLite) -> None:
     from app.catalog_wiring import shared_embedder
 
-    r: Recommender = build_recommender(SQLiteStore(tmp_path / "s.db"), shared_embedder("use"),
+    r: Recommender = build_recommender(open_sqlite(tmp_path / "s.db"), shared_embedder("use"),
                                        items=DEMO)
     res = r.for_text("娃晚上老醒，一晚上起来三四次", k=3)
     assert res.strategy == "query"

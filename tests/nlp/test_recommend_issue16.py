@@ -87,6 +87,7 @@ def test_point_availability_no_item_without_stock_is_recommended(
             assert got <= expected and len(got) == min(10, len(expected))
         finally:
             rec.index.close()
+            store.close()
 
 
 def test_point_availability_sold_out_everywhere_is_left_out() -> None:
@@ -167,6 +168,7 @@ def use_rec(use_embedder: CachedEmbedder) -> Iterator[Recommender]:
         r: Recommender = build_recommender(store, use_embedder, items=DEMO)
         yield r
         r.index.close()
+        store.close()
 
 
 def test_point_confidence_is_calibrated_and_chitchat_is_not_confident(

@@ -39,8 +39,11 @@ def main() -> int:
 
     stop = threading.Event()
     threading.Timer(float(os.environ.get("RUN_FOR", "60")), stop.set).start()
-    run_consumer(store, queue=queue, handler=handle, consumer=f"w-{os.getpid()}", stop=stop,
-                 max_items=20, visibility_s=1.0, idle_sleep_s=0.02)
+    try:
+        run_consumer(store, queue=queue, handler=handle, consumer=f"w-{os.getpid()}",
+                     stop=stop, max_items=20, visibility_s=1.0, idle_sleep_s=0.02)
+    finally:
+        store.close()
     return 0
 
 
