@@ -101,7 +101,10 @@ test: $(STAMP) sysdeps
 # optional `st` extra: this machine's CPU torch wheel is for 3.11 only, so the two
 # sentence-transformers tests skip there (they run in `make test`).
 test-py3.12 test-py3.13: test-py%: sysdeps
-	test -x .venv-$*/bin/python || python$* -m venv .venv-$*
+	# pyenv's shim answers "command not found" unless a version is selected: use its
+	# installed interpreter when there is one, else python3.x from PATH.
+	test -x .venv-$*/bin/python || { py=$$(ls -d $$HOME/.pyenv/versions/$*.*/bin/python$* \
+	  2>/dev/null | sort -V | tail -1); $${py:-python$*} -m venv .venv-$*; }
 	.venv-$*/bin/python -m pip install -q --upgrade pip
 	.venv-$*/bin/python -m pip install -q -e ".[dev]"
 	.venv-$*/bin/python -m pytest -q -rs

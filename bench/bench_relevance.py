@@ -172,6 +172,11 @@ class System:
     vectors: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def close(self) -> None:
+        """Stop the index and close the SQLite store build_system opened."""
+        self.rec.index.close()
+        self.profiles.store.close()
+
 
 def build_system(es: EvalSet, embedder: Embedder, folder: Path,
                  rec_kwargs: dict[str, Any] | None = None) -> System:
@@ -542,7 +547,7 @@ def choose_tag_constants(es: EvalSet, embedder: Embedder, folder: Path) -> dict[
         print(f"[tags:{es.name}] threshold {tau}: hit@3 by boost "
               + "  ".join(f"{b}: {_hit3(*scored[tau, b], range(len(es.queries))):.3f}"
                           for b in GRID_BOOST))
-    sys_.rec.index.close()
+    sys_.close()
 
     def pick(qs: Sequence[int]) -> tuple[float, float]:
         return max(scored, key=lambda g: (_hit3(*scored[g], qs), -g[1], g[0]))
@@ -591,7 +596,7 @@ def tune_sessions(es: EvalSet, embedder: Embedder, folder: Path,
         mh3 = hits([r for s, r in zip(es.sessions, ranked, strict=True) if s["moved"]],
                    [s["relevant"] for s in movers])["hit@3"]
         rows.append((h3, old, mh3, half, share, head))
-    sys_.rec.index.close()
+    sys_.close()
     # Within 0.05 of the best session hit@3: fewest movers with the old topic in the top 3,
     # then movers' new-topic hit@3, then session hit@3.
     top = max(r[0] for r in rows)
@@ -630,7 +635,7 @@ def run_stages(embedder: Embedder, folder: Path) -> None:
         for label, kwargs in stages:
             sys_ = build_system(es, embedder, folder / f"{es.name}-{len(label)}", kwargs)
             query_row(es, sys_, label)
-            sys_.rec.index.close()
+            sys_.close()
 
 
 def run_latency(embedder: Embedder, folder: Path, *, items: int, queries: int = 400) -> None:
@@ -661,7 +666,7 @@ def run_latency(embedder: Embedder, folder: Path, *, items: int, queries: int = 
     print(f"latency at {len(sys_.items)} items ({sys_.rec.index.index_type}): for_text p50 "
           f"{p[0]:.2f} ms, p99 {p[1]:.2f} ms; faiss alone (k=50) p50 {f[0]:.2f} ms, p99 "
           f"{f[1]:.2f} ms; ratio p99 {p[1] / max(f[1], 1e-9):.1f}x (query embedding cached)")
-    sys_.rec.index.close()
+    sys_.close()
 
 
 def run_fit(embedder: Embedder, folder: Path, *, save: bool) -> None:
@@ -684,7 +689,7 @@ def run_fit(embedder: Embedder, folder: Path, *, save: bool) -> None:
           f"{dict(zip(model.features, model.coef, strict=True))}"
           f", intercept {model.intercept:.3f}, confident ≥ {model.confident}; profile: "
           f"{model.profile_coef} · score + {model.profile_intercept}")
-    sys_.rec.index.close()
+    sys_.close()
     if save:
         save_model(model, default=model.embedder == "use")
         print("saved to nlp/dicts/relevance_model.json")
@@ -767,7 +772,7 @@ def main() -> None:
                   f"sessions, {len(es.chitchat)} chit-chat lines; embedder {embedder.name}; "
                   f"built in {time.perf_counter() - started:.1f} s")
             figures[name] = evaluate(es, sys_)
-            sys_.rec.index.close()
+            sys_.close()
         if args.json:
             args.json.write_text(json.dumps(figures, indent=1))
 

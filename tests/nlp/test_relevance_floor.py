@@ -35,8 +35,7 @@ def figures(use_embedder: CachedEmbedder, tmp_path_factory: pytest.TempPathFacto
     try:
         yield evaluate(es, sys_, baselines=False)
     finally:
-        sys_.rec.index.close()
-        sys_.profiles.store.close()  # build_system's SQLite store (3.13 warns on an unclosed one)
+        sys_.close()  # the index and the SQLite store (3.13 warns on an unclosed one)
 
 
 def test_point_floor_queries(figures: dict[str, Any]) -> None:
