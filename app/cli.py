@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -139,9 +138,10 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:  # the Comman
         # on the cores the model needs (a worker then ran at 1.2 cores, measured).
         threadpool_limits(limits=1, user_api="blas")
     services = build_services(settings, embedder=embedder)
+    from app.signals import stop_on_signals
+
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     try:
         stats = run_worker(services, stop=stop, metrics=metrics)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from app.commands import Verbs, add_verb, verb_group
 from app.settings import ArchiveSettings, Settings
+from app.signals import stop_on_signals
 
 if TYPE_CHECKING:
     import httpx
@@ -161,8 +161,7 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
     def run(puller: Puller) -> int:
         stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        stop_on_signals(stop)
         if not args.follow:
             print(summary(puller.pull(stop=stop, max_pages=args.max_pages)))
             return 0
