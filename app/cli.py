@@ -91,8 +91,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.workers > 1:
             # Several processes on one listening socket: each builds its own app from the
             # same environment; the store (SQLite file or Redis) is what they share, and they
-            # share the persisted index's pages instead of each reading it.
-            os.environ.setdefault("MINGPIAN_INDEX_MMAP", "true")
+            # share the persisted index's pages (MINGPIAN_INDEX_MMAP, on by default).
             uvicorn.run("app.cli:serving_app", factory=True, workers=args.workers,
                         host=args.host, port=args.port, access_log=False,
                         **_uvicorn_logging(settings))

@@ -193,9 +193,9 @@ class Settings(BaseSettings):
     # for every query: ~3 ms a page view at 10k items here, ~35 ms at 100k (BENCHMARKS.md).
     exact_index_max: int = 10_000
     index_nprobe: int = 32  # IVF lists probed per query: recall@10 ≥ 0.97 at 100k–1M items
-    # Open the persisted index mapped, shared by processes (`serve --workers N` turns it on
-    # unless set): less memory per process, about 1.4 ms more CPU per index search at 100k.
-    index_mmap: bool = False
+    # Open the persisted index mapped: serve, its consumer and `serve --workers N` share one
+    # copy of its pages (a search costs the same CPU as in memory, issue 17); false reads it.
+    index_mmap: bool = True
     index_poll_s: float = 0.5  # how often each process checks the catalog version
     tz_offset_hours: int = 8  # Asia/Shanghai, for quiet hours and "per visitor per day"
     poster_font: Path | None = None  # a CJK .ttf/.ttc/.otf for posters; None = find one

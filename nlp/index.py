@@ -10,10 +10,10 @@ thread (compaction) and, in embedded mode, persisted under ``persist_dir``.
 Each main row's vector is held once (issue 17): by the exact index (and read back as a view
 of faiss's own storage), or by the IVF lists, as float16 (``IndexIVFScalarQuantizer``,
 ``QT_fp16``: half the memory of float32, recall@10 unchanged at the printed figure) and read
-back by id through the index's direct map. A persisted index is read into memory, or, with
-``mmap`` (what ``serve --workers N`` sets), opened with ``IO_FLAG_MMAP`` so that the
-processes share its pages; mapped lists cost a search about three times the CPU on this
-machine (BENCHMARKS.md, issue 17), so a single process reads them.
+back by id through the index's direct map. A persisted index is opened with ``IO_FLAG_MMAP``
+(``mmap``, the default setting) so that every process on the machine shares its pages, with
+faiss's per-search prefetch threads turned off (:func:`_no_prefetch`: they made a mapped
+search cost 5–10× the CPU of one in memory); ``mmap=False`` reads it into memory.
 
 The catalog itself (items, vectors, a change log whose length is the version) is read
 through :class:`catalog.feed.CatalogFeed`, so every process of a Redis deployment converges on the same
@@ -843,6 +843,20 @@ def _save(snap: _Snapshot, folder: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def _no_prefetch(main: faiss.Index) -> None:
+    """Turn off the prefetch threads of a mapped IVF index's lists.
+
+    faiss reads mapped lists as ``OnDiskInvertedLists``, which by default starts 32 threads
+    to prefetch the probed lists on *every* search: at 100k items that was 1.4–2.7 instead
+    of 0.27 ms of CPU a search and ~56 page faults (the threads' new stacks), in the
+    calling thread alone. The pages are shared and resident; prefetching them buys nothing
+    (bench/bench_mmap_prefetch.py, BENCHMARKS.md issue 17)."""
+    lists: Any = faiss.extract_index_ivf(main).invlists
+    ondisk: Any = faiss.downcast_InvertedLists(lists)
+    if hasattr(ondisk, "prefetch_nthread"):
+        ondisk.prefetch_nthread = 0
+
+
 def _load(folder: Path, *, dim: int, mmap: bool = False) -> _Snapshot | None:
     cur = folder / "CURRENT"
     if not cur.exists():
@@ -863,13 +877,14 @@ def _load(folder: Path, *, dim: int, mmap: bool = False) -> _Snapshot | None:
 
         meta = _Meta(ids=ids, kind=z["kind"], universal=z["universal"],
                      offers=groups("offers"), tags=groups("tags"))
-    # Mapped when asked: the processes of `serve --workers N` share the pages of one file.
-    # Read otherwise: faiss's mapped lists (OnDiskInvertedLists) cost a search 2.0 instead of
-    # 0.6 ms of CPU at 100k items on this machine (a page fault per list touched, measured).
-    # (An exact index, at most exact_max rows, is read: its rows are viewed in place.)
+    # Mapped when asked: every process on the machine (serve's, its consumer's, those of
+    # `serve --workers N`) shares the pages of one file. (An exact index, at most exact_max
+    # rows, is read: its rows are viewed in place.)
     main = (faiss.read_index(str(folder / f"{stem}.faiss"),
                              faiss.IO_FLAG_MMAP if header["ivf"] and mmap else 0)
             if header["has_main"] else None)
+    if main is not None and header["ivf"] and mmap:
+        _no_prefetch(main)
     n = len(ids)
     x = _own_vectors(main, n=n, dim=dim)
     if main is not None and main.ntotal != n:

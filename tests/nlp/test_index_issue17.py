@@ -61,8 +61,8 @@ def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path,
     first = VectorIndex(repo, dim=DIM, exact_max=1000, persist_dir=tmp_path / "index")
     first.load()
     first.close()
-    # A second process (serve --workers 2) maps the file its peer wrote; a single serve
-    # reads it (mapped lists cost a search about three times the CPU here).
+    # A second process (serve's consumer, serve --workers 2) maps the file its peer wrote
+    # (the default); mmap=False reads it.
     index = VectorIndex(repo, dim=DIM, exact_max=1000, persist_dir=tmp_path / "index",
                         compact_min=10, compact_fraction=0.0, mmap=mapped)
     index.load()
@@ -71,6 +71,10 @@ def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path,
     assert main.invlists is not None
     lists = faiss.downcast_InvertedLists(main.invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists if mapped else faiss.ArrayInvertedLists)
+    if mapped:
+        # faiss's default, 32 prefetch threads started on every search, made a mapped
+        # search cost 5-10x the CPU of one in memory.
+        assert lists.prefetch_nthread == 0
     # Changes land in the delta, then compaction rebuilds main from the mapped lists.
     repo.upsert(_items(30, prefix="new"))
     repo.upsert([item("sku-00003", title="改名", updated_at="2026-11-02T00:00:00Z")])
