@@ -793,6 +793,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
     p.add_argument("--conns", type=int, default=8, help="clients of the recommendation rows")
+    p.add_argument("--serve-workers", type=int, default=1, metavar="N",
+                   help="run `mingpian serve --workers N` (1: the default serve)")
     p.add_argument("--messages", type=int, default=5000, help="chat → profiles messages")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
@@ -820,7 +822,8 @@ def main() -> int:
     data = work / "data"
     started = time.perf_counter()
     print(f"# {args.items} items, {args.users} users, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+          f"`serve --workers {args.serve_workers}`, load average {os.getloadavg()[0]:.1f}",
+          file=sys.stderr)
     emb = load_embedder("use")
     anchors = synthetic.anchors(emb)
     del emb
@@ -832,8 +835,8 @@ def main() -> int:
     serve_port, floor_port = _free_port(), _free_port()
     floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
                     str(floor_port)], dict(os.environ), floor_port)
-    serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port)],
-                   _env(data), serve_port)
+    serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
+                    "--workers", str(args.serve_workers)], _env(data), serve_port)
     serve_url, floor_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{floor_port}"
     store = SQLiteStore(data / "mingpian.db")
     runs: list[dict[str, float]] = []

@@ -19,6 +19,7 @@ re-embedded exactly when its text (or the model) changed.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +47,8 @@ READER_TTL_S = 86_400  # a reader not heard of for a day no longer holds the log
 _READER_REFRESH_S = 600.0  # a reader whose position did not move re-registers this often
 
 _CHUNK = 256
+# Past this many changes since the item cache was filled, it is emptied instead of caught up.
+_CACHE_CATCH_UP = 2000
 _SCAN_PAGE = 1000  # item records turned into index entries at a time
 # A lost race re-diffs the chunk and may embed again: give up (ContentionError) sooner than
 # the store-wide default.
@@ -87,7 +90,7 @@ class PreparedUpsert:
 class CatalogRepo:
     """Read and write catalog items; also the index's :class:`catalog.feed.CatalogFeed`."""
 
-    def __init__(self, store: Store, *, embedder: TextEncoder, cache_items: int = 4096,
+    def __init__(self, store: Store, *, embedder: TextEncoder, cache_items: int = 16_384,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.embedder = embedder
@@ -95,10 +98,14 @@ class CatalogRepo:
         self.changes_keep = CHANGES_KEEP  # newest change-log entries trim_changes() keeps
         self._clock = clock
         self._registered: tuple[int, float] | None = None  # (seq, when) last written
-        # Parsed items by id with the document they came from: the recommender reads the same
-        # items on every page view; comparing documents costs far less than validating one.
-        self._parsed: dict[str, tuple[JSON, CatalogItem]] = {}
+        # Parsed items by id, valid as of catalog version _cached_at: the recommender checks
+        # the same items on every page view. Every write of an item appends its id to the
+        # change log in the same commit, so one read of the log's length tells whether any
+        # cached item may have changed, and the entries since say which (issue 17).
+        self._items: dict[str, CatalogItem] = {}
+        self._cached_at = -1
         self._cache_items = cache_items
+        self._cache_lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------
     def get(self, item_id: str) -> CatalogItem | None:
@@ -107,19 +114,50 @@ class CatalogRepo:
         return CatalogItem.model_validate(rec.doc["item"]) if rec is not None else None
 
     def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
-        """Return the items that exist among ids."""
+        """Return the items that exist among ids, as of the catalog's current version."""
+        cached = self._current_cache()
         out: dict[str, CatalogItem] = {}
-        for k, r in self.store.get_many(NS_ITEM, ids).items():
-            doc = r.doc["item"]
-            hit = self._parsed.get(k)
-            if hit is not None and hit[0] == doc:
-                out[k] = hit[1]
-                continue
-            item = out[k] = CatalogItem.model_validate(doc)
-            if len(self._parsed) >= self._cache_items:
-                self._parsed.clear()
-            self._parsed[k] = (doc, item)
-        return out
+        missing: list[str] = []
+        for i in ids:
+            hit = cached.get(i)
+            if hit is not None:
+                out[i] = hit
+            else:
+                missing.append(i)
+        if not missing:
+            return out
+        got = {k: CatalogItem.model_validate(r.doc["item"])
+               for k, r in self.store.get_many(NS_ITEM, missing).items()}
+        with self._cache_lock:
+            for k, item in got.items():
+                if len(cached) >= self._cache_items:
+                    del cached[next(iter(cached))]  # the oldest entry
+                cached[k] = item
+        return out | got
+
+    def _current_cache(self) -> dict[str, CatalogItem]:
+        """Return the item cache with every item changed since it was filled dropped.
+
+        Items are put in the cache after the version is read, so a cached item is never
+        older than the version the cache is at: at worst it is dropped once too often."""
+        version = self.store.log_length(CHANGES)
+        with self._cache_lock:
+            if version == self._cached_at:
+                return self._items
+            changes = (self.store.read_log(CHANGES, after=self._cached_at,
+                                           limit=_CACHE_CATCH_UP + 1)
+                       if 0 <= self._cached_at < version else None)
+            if (changes is None or len(changes) > _CACHE_CATCH_UP
+                    or (changes and changes[0][0] != self._cached_at + 1)):
+                # Too far behind (or the log was trimmed past us, or restarted): start over.
+                self._items = {}
+            else:
+                items = dict(self._items)  # readers of the old dict are not disturbed
+                for _, entry in changes:
+                    items.pop(str(entry["id"]), None)
+                self._items = items
+            self._cached_at = version
+            return self._items
 
     def get_active(self, item_id: str) -> CatalogItem | None:
         """Return the item if it exists and is active, else None."""

@@ -4,6 +4,7 @@ and the typed reads the card pages use."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from catalog.repo import CatalogRepo
 from catalog_sync.loader import import_items
@@ -111,3 +112,43 @@ def test_typed_reads_skip_inactive_and_out_of_stock_items(store: Store) -> None:
     assert [i.id for i in repo.list_available(provider_id="sh-01", limit=10)] == ["a", "c"]
     assert [i.id for i in repo.list_available(provider_id="sh-01", limit=1)] == ["a"]
     assert repo.list_available(provider_id=None, limit=10, scan=1) == [repo.get("a")]
+
+
+def test_item_cache_follows_every_change_written_elsewhere(store: Store) -> None:
+    """Issue 17: the recommender's final check reads items from a cache that one read of the
+    change log's length validates; a change through another repository (another process)
+    drops exactly the changed items."""
+    reader = CatalogRepo(store, embedder=CountingEmbedder())
+    writer = CatalogRepo(store, embedder=CountingEmbedder())
+    writer.upsert([item("a"), item("b"), item("c")])
+    first = reader.get_items(["a", "b", "c"])
+    assert reader.get_items(["a", "c"])["a"] is first["a"]  # served from the cache
+    writer.upsert([item("a", price_cents=1, updated_at="2026-11-02T00:00:00Z")])
+    assert writer.delete("b")
+    now = reader.get_items(["a", "b", "c"])
+    assert now["a"].price_cents == 1 and "b" not in now
+    assert now["c"] is first["c"]  # unchanged: still cached
+    writer.upsert([item("b", title="回来了")])
+    assert reader.get_items(["b"])["b"].title == "回来了"
+
+
+def test_item_cache_starts_over_when_far_behind_or_trimmed(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import catalog.repo
+
+    reader = CatalogRepo(store, embedder=CountingEmbedder())
+    writer = CatalogRepo(store, embedder=CountingEmbedder())
+    writer.upsert([item("a"), item("b"), item("c")])
+    first = reader.get_items(["a", "b", "c"])
+    monkeypatch.setattr(catalog.repo, "_CACHE_CATCH_UP", 2)
+    for n in range(3):  # more changes than the cache catches up on
+        writer.upsert([item("a", price_cents=10 + n, updated_at=f"2026-11-0{n + 2}T00:00:00Z")])
+    now = reader.get_items(["a", "c"])
+    assert now["a"].price_cents == 12 and now["c"] is not first["c"]
+    # The log trimmed past the cache's version: the reader cannot tell what changed.
+    writer.changes_keep = 1
+    writer.upsert([item("c", title="新", updated_at="2026-11-09T00:00:00Z")])
+    writer.upsert([item("b", title="也新", updated_at="2026-11-09T00:00:00Z")])
+    assert writer.trim_changes() > 0
+    now = reader.get_items(["a", "b", "c"])
+    assert (now["b"].title, now["c"].title) == ("也新", "新")
