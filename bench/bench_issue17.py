@@ -4,6 +4,7 @@
                                             [--messages 5000] [--json FILE] [--flame DIR]
     .venv/bin/python -m bench.bench_issue17 --scaleout [--runs 3] [--messages 5000]
     .venv/bin/python -m bench.bench_issue17 --index-memory DIR [--items 100000]
+    .venv/bin/python -m bench.bench_issue17 --recommend-only DIR [--serve-workers 2] [--runs 3]
     .venv/bin/python -m bench.bench_issue17 --gil
 
 One `mingpian serve` as a newcomer runs it (embedded SQLite, the embedded consumer on, the
@@ -279,11 +280,11 @@ def load_catalog(url: str, docs: list[dict[str, Any]], pid: int) -> dict[str, fl
 
 # -- measurements ----------------------------------------------------------------------------
 def recommend_rows(serve_url: str, floor_url: str, work: Path, *, users: int, conns: int,
-                   duration: int, seed: int) -> dict[str, float]:
+                   duration: int, seed: int, processes: int = 1) -> dict[str, float]:
     """One run of the two recommendation rows and their floors."""
     get_lua = lua_script(work, request_paths(np.random.default_rng(seed), users, 20_000))
     post_lua, bodies = query_files(work, seed=seed)
-    warm_queries(serve_url, bodies)
+    warm_queries(serve_url, bodies, rounds=1 if processes == 1 else 3 * processes)
     out: dict[str, float] = {}
     for name, url, script, extra in (("get", serve_url, get_lua, []),
                                      ("get_floor", floor_url, get_lua, []),
@@ -307,14 +308,19 @@ def query_files(work: Path, *, seed: int) -> tuple[Path, Path]:
     return post_lua, bodies
 
 
-def warm_queries(url: str, bodies: Path) -> None:
-    """POST every query body once (two clients): the row measures the mall's repeated
-    searches with the query cache warm, as in production after the first minutes."""
-    lines = bodies.read_text(encoding="utf-8").splitlines()
+def warm_queries(url: str, bodies: Path, *, rounds: int = 1) -> None:
+    """POST every query body rounds times (two clients): the row measures the mall's
+    repeated searches with the query cache warm, as in production after the first minutes.
+    Each serve process has its own cache, and a kept-alive connection stays with the process
+    that accepted it: with N processes, every request opens its own connection and 3N
+    rounds leave each process a few cold queries at most."""
+    lines = bodies.read_text(encoding="utf-8").splitlines() * rounds
+    fresh = {"Connection": "close"} if rounds > 1 else {}
 
     def client(part: list[str]) -> None:
         with httpx.Client(base_url=url, timeout=120, headers={
-                "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}) as c:
+                "Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
+                **fresh}) as c:
             for body in part:
                 c.post("/v1/recommendations/query", content=body.encode()).raise_for_status()
 
@@ -762,6 +768,32 @@ def table(runs: list[dict[str, float]], load: dict[str, float], recall: float,
     return [{k: v for k, v in r.items() if k != "text"} for r in rows]
 
 
+def recommend_only(args: argparse.Namespace) -> None:
+    """The two recommendation rows and their floors, --runs times, on a copy of a prebuilt
+    100k store: minutes instead of the webhook load's quarter of an hour."""
+    work = Path(tempfile.mkdtemp(prefix="bench-issue17-rec-"))
+    try:
+        data = work / "data"
+        shutil.copytree(args.recommend_only / "data", data)
+        serve_port, floor_port = _free_port(), _free_port()
+        floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
+                        str(floor_port)], dict(os.environ), floor_port)
+        serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
+                        "--workers", str(args.serve_workers)], _env(data), serve_port)
+        try:
+            for run in range(args.runs):
+                print(f"`serve --workers {args.serve_workers}`, run {run + 1}", file=sys.stderr)
+                recommend_rows(f"http://127.0.0.1:{serve_port}",
+                               f"http://127.0.0.1:{floor_port}", work, users=args.users,
+                               conns=args.conns, duration=args.duration,
+                               seed=args.seed + run, processes=args.serve_workers)
+        finally:
+            _stop(serve)
+            _stop(floor)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _other_mode(args: argparse.Namespace) -> bool:
     """Run --serve-floor, --gil, --index-memory or --scaleout if asked; return whether."""
     if args.serve_floor:
@@ -771,6 +803,8 @@ def _other_mode(args: argparse.Namespace) -> bool:
     elif args.index_memory:
         args.index_memory.mkdir(parents=True, exist_ok=True)
         index_memory(args.items, args.index_memory)
+    elif args.recommend_only:
+        recommend_only(args)
     elif args.scaleout:
         if shutil.which("wrk") is None:
             raise SystemExit("wrk is not installed (apt-get install -y wrk)")
@@ -795,6 +829,9 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=8, help="clients of the recommendation rows")
     p.add_argument("--serve-workers", type=int, default=1, metavar="N",
                    help="run `mingpian serve --workers N` (1: the default serve)")
+    p.add_argument("--recommend-only", type=Path, metavar="DIR",
+                   help="only the two recommendation rows, on a copy of the data dir that "
+                        "`bench_recommend_speed --keep DIR` built (DIR/data)")
     p.add_argument("--messages", type=int, default=5000, help="chat → profiles messages")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
@@ -852,7 +889,8 @@ def main() -> int:
         for run in range(args.runs):
             print(f"run {run + 1}", file=sys.stderr)
             r = recommend_rows(serve_url, floor_url, work, users=args.users, conns=args.conns,
-                               duration=args.duration, seed=args.seed + run)
+                               duration=args.duration, seed=args.seed + run,
+                               processes=args.serve_workers)
             r |= callback_rows(serve_port, floor_port, work, store, run=run,
                                duration=args.duration)
             r |= e2e_row(serve_port, work, store, run=run, messages=args.messages)
