@@ -60,7 +60,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode what _b64 wrote, and only that: base64 ignores the unused low bits of a last
+    character, so a tampered last character could otherwise decode to the same bytes."""
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:
+        raise ValueError("not canonical base64")
+    return raw
 
 
 class SidebarKeys:

@@ -8,6 +8,8 @@ followed by hand so every hop is checked.
 
 from __future__ import annotations
 
+import base64
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -179,3 +181,28 @@ def test_point2_without_the_setting_pages_stay_anonymous(tmp_path: Path, fake: F
         assert env.client.get("/oauth/wechat", params={"next": f"/c/{card_id}", "code": "x",
                                                       "state": "y.z"}).status_code == 404
     assert not [q for q in fake.requests if q.path.startswith("/sns/")]
+
+
+def test_point2_state_tampered_only_in_base64_padding_bits_is_refused(env: Env) -> None:
+    """A state's last character also carries unused low bits that base64 ignores: a state
+    differing only there decodes to the same bytes, and must still be refused (this made
+    the forged-state test above pass or fail by the state's last character)."""
+    card_id = _card(env)
+    fresh = parse_qs(urlsplit(_wechat(_authorize(env, f"/c/{card_id}"))).query)
+    state, code = fresh["state"][0], fresh["code"][0]
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    tag = state.split(".")[1]
+    assert len(tag) % 4, "the tag's last character has padding bits"
+    twin = tag[:-1] + alphabet[alphabet.index(tag[-1]) ^ 1]
+
+    def unpad(t: str) -> bytes:
+        return base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+
+    assert unpad(twin) == unpad(tag)  # the same signature bytes
+    r = env.client.get("/oauth/wechat", params={"next": f"/c/{card_id}", "code": code,
+                                               "state": state.split(".")[0] + "." + twin},
+                       follow_redirects=False)
+    assert r.status_code == 403 and "mp_vid" not in r.cookies
+    r = env.client.get("/oauth/wechat", params={"next": f"/c/{card_id}", "code": code,
+                                               "state": state}, follow_redirects=False)
+    assert r.status_code == 303  # the genuine state still signs in

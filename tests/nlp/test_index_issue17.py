@@ -74,6 +74,7 @@ def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path,
     if mapped:
         # faiss's default, 32 prefetch threads started on every search, made a mapped
         # search cost 5-10x the CPU of one in memory.
+        assert isinstance(lists, faiss.OnDiskInvertedLists)
         assert lists.prefetch_nthread == 0
     # Changes land in the delta, then compaction rebuilds main from the mapped lists.
     repo.upsert(_items(30, prefix="new"))
