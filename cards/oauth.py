@@ -17,7 +17,6 @@ Nothing in the returning URL is believed unless we made it:
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -30,6 +29,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from cards.b64 import decode as _unb64
+from cards.b64 import encode as _b64
 from models.errors import ForbiddenError, UpstreamError
 from store import Store
 
@@ -53,19 +54,6 @@ def in_wechat(user_agent: str) -> bool:
 def valid_next(path: str) -> bool:
     """Return whether path is a card or share page (the only places sign-in returns to)."""
     return bool(_NEXT.match(path))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Decode what _b64 wrote, and only that: base64 ignores the unused low bits of a last
-    character, so a tampered last character could otherwise decode to the same bytes."""
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(raw) != text:
-        raise ValueError("not canonical base64")
-    return raw
 
 
 def _next_hash(next_path: str) -> str:

@@ -15,7 +15,6 @@ so a tap lands on the radar and an order binds to them).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -26,6 +25,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cards.b64 import decode as _unb64
+from cards.b64 import encode as _b64
 from cards.plan import ReferralView
 from cards.render import price_text
 from cards.repo import NS_CARD, Card
@@ -53,19 +54,6 @@ def jsapi_signature(*, ticket: str, nonce: str, timestamp: int | str, url: str) 
     page = url.split("#", 1)[0]
     text = f"jsapi_ticket={ticket}&noncestr={nonce}&timestamp={timestamp}&url={page}"
     return hashlib.sha1(text.encode()).hexdigest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Decode what _b64 wrote, and only that: base64 ignores the unused low bits of a last
-    character, so a tampered last character could otherwise decode to the same bytes."""
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(raw) != text:
-        raise ValueError("not canonical base64")
-    return raw
 
 
 class SidebarKeys:

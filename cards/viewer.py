@@ -15,7 +15,6 @@ and the address itself is never stored.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -23,6 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cards.b64 import decode as _unb64
+from cards.b64 import encode as _b64
 from models.ids import ID_PATTERN
 
 TOKEN_LABEL = b"mingpian/viewer-token/v1"
@@ -48,19 +49,6 @@ class Visitor:
     known: bool
     expires_at: int
     openid: str | None = None  # set when WeChat sign-in named the visitor (issue 15 point 2)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Decode what _b64 wrote, and only that: base64 ignores the unused low bits of a last
-    character, so a tampered last character could otherwise decode to the same bytes."""
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64(raw) != text:
-        raise ValueError("not canonical base64")
-    return raw
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
