@@ -29,8 +29,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from cards.b64 import decode as _unb64
-from cards.b64 import encode as _b64
+from models.b64 import decode as _unb64
+from models.b64 import encode as _b64
 from models.errors import ForbiddenError, UpstreamError
 from store import Store
 

@@ -20,7 +20,6 @@ clicked once, so neither the radar nor its totals grow with repeated requests.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -32,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from models import b64
 from models.errors import ValidationFailed
 from store import Batch, CommitResult, Store
 from store.retry import AGAIN, Again, retry
@@ -77,13 +77,13 @@ def _sort_key(row: dict[str, Any]) -> tuple[str, int, str]:
 
 def encode_cursor(key: tuple[str, int, str]) -> str:
     """Return the opaque cursor after the row with this sort key."""
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+    return b64.encode(json.dumps(list(key)).encode())
 
 
 def decode_cursor(cursor: str) -> tuple[str, int, str]:
     """Return the sort key of a cursor, or raise ValidationFailed."""
     try:
-        day, ts, visitor = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        day, ts, visitor = json.loads(b64.decode(cursor))
         return str(day), int(ts), str(visitor)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as e:
         raise ValidationFailed("cursor is not one this API returned") from e

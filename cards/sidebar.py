@@ -25,13 +25,13 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cards.b64 import decode as _unb64
-from cards.b64 import encode as _b64
 from cards.plan import ReferralView
 from cards.render import price_text
 from cards.repo import NS_CARD, Card
 from cards.service import CardsService
 from cards.share import NS_BYVISITOR, NS_VISIT
+from models.b64 import decode as _unb64
+from models.b64 import encode as _b64
 from models.ids import ID_PATTERN
 from nlp.profile import Profile
 

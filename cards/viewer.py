@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cards.b64 import decode as _unb64
-from cards.b64 import encode as _b64
+from models.b64 import decode as _unb64
+from models.b64 import encode as _b64
 from models.ids import ID_PATTERN
 
 TOKEN_LABEL = b"mingpian/viewer-token/v1"

@@ -13,7 +13,6 @@ against the right password), and each client has a budget of attempts per minute
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -31,6 +30,8 @@ from limits import RateLimitItem, parse
 from limits.storage import Storage
 from limits.strategies import MovingWindowRateLimiter
 
+from models.b64 import decode as _unb64
+from models.b64 import encode as _b64
 from models.errors import BadRequestError, NotFoundError, RateLimitedError
 from store.base import Store
 
@@ -181,14 +182,6 @@ class ClientThrottle:
         stats = self.limiter.get_window_stats(self.item, "console-login", client)
         raise LoginRefusedError("too many sign-in attempts from your address: wait a minute",
                                 retry_after_s=max(1, math.ceil(stats.reset_time - time.time())))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class SessionSigner:

@@ -1,5 +1,6 @@
-"""Unpadded URL-safe base64 for the signed tokens of cards (OAuth state, viewer and sidebar
-tokens): one encoding, and a decoder that accepts only what the encoder writes."""
+"""Unpadded URL-safe base64 for what mingpian signs or hands out (OAuth state, viewer and
+sidebar tokens, console sessions, radar cursors): one encoding, and a decoder that accepts
+only what the encoder writes."""
 
 from __future__ import annotations
 
