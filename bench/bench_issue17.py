@@ -219,6 +219,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def start_servers(data: Path, workers: int
+                  ) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes], int]:
+    """Start the floor (the trivial app) and `mingpian serve --workers N` on data; return
+    (floor, its port, serve, its port)."""
+    serve_port, floor_port = _free_port(), _free_port()
+    floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
+                    str(floor_port)], dict(os.environ), floor_port)
+    try:
+        serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
+                        "--workers", str(workers)], _env(data), serve_port)
+    except BaseException:
+        _stop(floor)
+        raise
+    return floor, floor_port, serve, serve_port
+
+
 # -- setup -----------------------------------------------------------------------------------
 def write_users(data: Path, users: int, anchors: synthetic.Anchors, *, seed: int) -> None:
     """Give users u-000000… an interest vector and two tags, half of them in one of 50
@@ -775,11 +791,7 @@ def recommend_only(args: argparse.Namespace) -> None:
     try:
         data = work / "data"
         shutil.copytree(args.recommend_only / "data", data)
-        serve_port, floor_port = _free_port(), _free_port()
-        floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
-                        str(floor_port)], dict(os.environ), floor_port)
-        serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
-                        "--workers", str(args.serve_workers)], _env(data), serve_port)
+        floor, floor_port, serve, serve_port = start_servers(data, args.serve_workers)
         try:
             for run in range(args.runs):
                 print(f"`serve --workers {args.serve_workers}`, run {run + 1}", file=sys.stderr)
@@ -869,11 +881,7 @@ def main() -> int:
     docs = list(synthetic.item_docs(rng, anchors, ai, aj))
     write_users(data, args.users, anchors, seed=args.seed)
 
-    serve_port, floor_port = _free_port(), _free_port()
-    floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
-                    str(floor_port)], dict(os.environ), floor_port)
-    serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
-                    "--workers", str(args.serve_workers)], _env(data), serve_port)
+    floor, floor_port, serve, serve_port = start_servers(data, args.serve_workers)
     serve_url, floor_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{floor_port}"
     store = SQLiteStore(data / "mingpian.db")
     runs: list[dict[str, float]] = []

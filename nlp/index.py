@@ -851,10 +851,10 @@ def _no_prefetch(main: faiss.Index) -> None:
     of 0.27 ms of CPU a search and ~56 page faults (the threads' new stacks), in the
     calling thread alone. The pages are shared and resident; prefetching them buys nothing
     (bench/bench_mmap_prefetch.py, BENCHMARKS.md issue 17)."""
-    lists: Any = faiss.extract_index_ivf(main).invlists
-    ondisk: Any = faiss.downcast_InvertedLists(lists)
-    if hasattr(ondisk, "prefetch_nthread"):
-        ondisk.prefetch_nthread = 0
+    ivf: Any = faiss.extract_index_ivf(main)
+    lists = faiss.downcast_InvertedLists(ivf.invlists)
+    if isinstance(lists, faiss.OnDiskInvertedLists):
+        lists.prefetch_nthread = 0
 
 
 def _load(folder: Path, *, dim: int, mmap: bool = False) -> _Snapshot | None:

@@ -70,12 +70,13 @@ def test_point_memory_persisted_ivf_is_mapped_and_compacts(tmp_path: Path,
     assert isinstance(main, faiss.IndexIVF)
     assert main.invlists is not None
     lists = faiss.downcast_InvertedLists(main.invlists)
-    assert isinstance(lists, faiss.OnDiskInvertedLists if mapped else faiss.ArrayInvertedLists)
     if mapped:
+        assert isinstance(lists, faiss.OnDiskInvertedLists)
         # faiss's default, 32 prefetch threads started on every search, made a mapped
         # search cost 5-10x the CPU of one in memory.
-        assert isinstance(lists, faiss.OnDiskInvertedLists)
         assert lists.prefetch_nthread == 0
+    else:
+        assert isinstance(lists, faiss.ArrayInvertedLists)
     # Changes land in the delta, then compaction rebuilds main from the mapped lists.
     repo.upsert(_items(30, prefix="new"))
     repo.upsert([item("sku-00003", title="改名", updated_at="2026-11-02T00:00:00Z")])
