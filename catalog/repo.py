@@ -111,7 +111,7 @@ class CatalogRepo:
     def get(self, item_id: str) -> CatalogItem | None:
         """Return the item or None."""
         rec = self.store.get(NS_ITEM, item_id)
-        return CatalogItem.model_validate(rec.doc["item"]) if rec is not None else None
+        return CatalogItem.from_store(rec.doc["item"]) if rec is not None else None
 
     def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
         """Return the items that exist among ids, as of the catalog's current version."""
@@ -126,7 +126,7 @@ class CatalogRepo:
                 missing.append(i)
         if not missing:
             return out
-        got = {k: CatalogItem.model_validate(r.doc["item"])
+        got = {k: CatalogItem.from_store(r.doc["item"])
                for k, r in self.store.get_many(NS_ITEM, missing).items()}
         with self._cache_lock:
             for k, item in got.items():
@@ -184,7 +184,7 @@ class CatalogRepo:
     def iter_items(self) -> Iterator[CatalogItem]:
         """Yield every item in id order."""
         for _, rec in self.store.scan(NS_ITEM):
-            yield CatalogItem.model_validate(rec.doc["item"])
+            yield CatalogItem.from_store(rec.doc["item"])
 
     # -- the feed the index follows -----------------------------------------------------
     def version(self) -> int:
@@ -246,7 +246,7 @@ class CatalogRepo:
             vec = vecs.get(key)
             if vec is None:
                 continue
-            item = CatalogItem.model_validate(rec.doc["item"])
+            item = CatalogItem.from_store(rec.doc["item"])
             # A vector counts only when it embeds this text with this process's embedder.
             if vec.doc["h"] != item.content_hash(self.embedder.name):
                 continue

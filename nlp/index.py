@@ -284,6 +284,78 @@ class _Snapshot:
         return got
 
 
+# -- refs: a snapshot's rows, main and delta, as one range of numbers -------------------------
+@dataclass(frozen=True)
+class Candidates:
+    """One request's candidate items: ids, vectors (one row each) and, per asked tag,
+    whether each item carries it."""
+
+    ids: list[str]
+    x: Vectors
+    carries: Mask  # (len(ids), len(tags))
+
+
+def _ref_array(snap: _Snapshot, ids: Collection[str]) -> Rows:
+    """Return each id's ref, -1 when it is not indexed (or its main row is dead). A ref is
+    a main row r as r and a delta row j as len(main) + j: the hot path's currency."""
+    n_main = len(snap.meta.ids)
+    delta_of, row_of, dead = snap.delta_of, snap.row_of, snap.dead
+    out: list[int] = []
+    for i in ids:
+        r = delta_of.get(i)
+        if r is not None:
+            out.append(n_main + r)
+            continue
+        r = row_of.get(i)
+        out.append(-1 if r is None or dead[r] else r)
+    return np.asarray(out, dtype=np.int64)
+
+
+def _refs_of(snap: _Snapshot, ids: Collection[str]) -> Rows:
+    """Return the refs of the indexed ids among these, in order."""
+    refs = _ref_array(snap, ids)
+    return refs[refs >= 0]
+
+
+def _ids_of(snap: _Snapshot, refs: Rows) -> list[str]:
+    main_ids, delta_ids = snap.meta.ids, snap.delta_meta.ids
+    n_main = len(main_ids)
+    return [main_ids[r] if r < n_main else delta_ids[r - n_main] for r in refs.tolist()]
+
+
+def _vectors_of(snap: _Snapshot, refs: Rows) -> Vectors:
+    """Return the vectors of these (valid) refs, one row each."""
+    n_main = len(snap.meta.ids)
+    in_main = refs < n_main
+    if in_main.all():
+        return main_vectors(snap.main, snap.x, refs)
+    out = np.empty((len(refs), snap.dim), dtype=np.float32)
+    if in_main.any():
+        out[in_main] = main_vectors(snap.main, snap.x, refs[in_main])
+    out[~in_main] = snap.delta_x[refs[~in_main] - n_main]
+    return out
+
+
+def _carries_of(snap: _Snapshot, refs: Rows, tags: Sequence[str]) -> Mask:
+    """Return a (len(refs), len(tags)) matrix: does the item carry the tag? (-1: no)"""
+    out = np.zeros((len(refs), len(tags)), dtype=np.bool_)
+    if not len(refs) or not tags:
+        return out
+    n_main = len(snap.meta.ids)
+    in_main = (refs >= 0) & (refs < n_main)
+    in_delta = refs >= n_main
+    main_rows = refs[in_main]
+    delta_rows = refs[in_delta] - n_main
+    for j, t in enumerate(tags):
+        tm = snap.main_tag_mask(t)
+        if tm is not None:
+            out[in_main, j] = tm[main_rows]
+        rows = snap.delta_meta.tags.get(t)
+        if rows is not None:
+            out[in_delta, j] = np.isin(delta_rows, rows)
+    return out
+
+
 # -- the index --------------------------------------------------------------------------
 class VectorIndex:
     """Search catalog embeddings with filters; follows a :class:`CatalogFeed`."""
@@ -310,13 +382,22 @@ class VectorIndex:
         self.compact_min = compact_min
         self.compact_fraction = compact_fraction
         # faiss's OpenMP threads fight over 2 cores on single queries (7 ms → 47 ms measured):
-        # one thread per search; concurrency comes from the server's threads.
-        faiss.omp_set_num_threads(threads)
+        # one thread per search; concurrency comes from the server's threads. OpenMP keeps
+        # the count per calling thread (a request thread would still use every core), so
+        # each thread that searches sets it once (_one_omp_thread).
+        self.threads = threads
+        self._omp = threading.local()
+        self._one_omp_thread()
         self._snap = self._empty(version=0, epoch="")
         self._write = threading.RLock()
         self._compacting: threading.Thread | None = None
         self._poller = Poller("mingpian-index", self.refresh)
         self.loaded = False
+
+    def _one_omp_thread(self) -> None:
+        if not getattr(self._omp, "set", False):
+            faiss.omp_set_num_threads(self.threads)
+            self._omp.set = True
 
     # -- lifecycle ----------------------------------------------------------------------
     def _empty(self, *, version: int, epoch: str) -> _Snapshot:
@@ -376,37 +457,96 @@ class VectorIndex:
         """Return, per query row, up to k eligible items by inner product, best first."""
         snap = self._snap
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        scores, refs = self._probe(snap, q, k=k, provider_id=provider_id, kind=kind,
+                                   exclude=_refs_of(snap, exclude))
+        return [[Hit(i, s) for i, s in zip(_ids_of(snap, r), d, strict=True)]
+                for d, r in zip(scores, refs, strict=True)]
+
+    def candidates(
+        self,
+        queries: Vectors,
+        *,
+        k: int,
+        tags: Sequence[str] = (),
+        tag_limit: int = 20,
+        provider_id: str | None = None,
+        kind: str | None = None,
+        exclude: Collection[str] = (),
+        extra: Sequence[str] = (),
+    ) -> Candidates | None:
+        """Return the candidates of one request from one snapshot: each query row's k
+        nearest eligible items, then the extra ids (already filtered by the caller), then
+        up to tag_limit eligible items per tag; with their vectors and which of the tags
+        each carries. None when there is none.
+
+        All of it works on row numbers (a page view's hot path, issue 17): ids are looked
+        up once, for the answer."""
+        snap = self._snap
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        excluded = _refs_of(snap, exclude)
+        _, near = self._probe(snap, q, k=k, provider_id=provider_id, kind=kind,
+                              exclude=excluded)
+        found = [*near, _refs_of(snap, extra)]
+        if tags:
+            found += self._tag_refs(snap, tags, provider_id=provider_id, kind=kind,
+                                    limit=tag_limit)
+        refs = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        if len(excluded):
+            refs = refs[~np.isin(refs, excluded)]
+        _, first = np.unique(refs, return_index=True)
+        refs = refs[np.sort(first)]
+        if not len(refs):
+            return None
+        return Candidates(ids=_ids_of(snap, refs), x=_vectors_of(snap, refs),
+                          carries=_carries_of(snap, refs, tags))
+
+    def _probe(self, snap: _Snapshot, q: Vectors, *, k: int, provider_id: str | None,
+               kind: str | None, exclude: Rows) -> tuple[list[list[float]], list[Rows]]:
+        """Return, per query row, the scores and refs (see _refs_of) of up to k eligible,
+        not excluded rows, best first (main before delta on a tie)."""
         nq = q.shape[0]
         # Over-fetch by the excluded items (what the user bought), within reason.
         want = k + min(len(exclude), 500)
-        found: list[dict[str, float]] = [{} for _ in range(nq)]
+        d_parts: list[npt.NDArray[np.float32]] = []
+        r_parts: list[Rows] = []
         if snap.main is not None:
             m, sel, count = snap.main_mask(provider_id, kind)
             if count:
-                self._search_main(snap, q, min(want, count), m, sel, found=found)
+                d, idx = self._search_main(snap, q, min(want, count), m, sel)
+                d_parts.append(d)
+                r_parts.append(idx)
         if snap.delta_ids:
             dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind)
             rows = np.flatnonzero(dm)
             if len(rows):
                 scores = q @ snap.delta_x[rows].T
                 top = min(want, len(rows))
-                for qi in range(nq):
-                    best = np.argpartition(-scores[qi], top - 1)[:top]
-                    for j in best:
-                        found[qi][snap.delta_ids[rows[j]]] = float(scores[qi, j])
-        out: list[list[Hit]] = []
+                best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+                d_parts.append(np.take_along_axis(scores, best, axis=1))
+                r_parts.append(len(snap.meta.ids) + rows[best])
+        if not d_parts:
+            return [[] for _ in range(nq)], [np.zeros(0, dtype=np.int64) for _ in range(nq)]
+        d_all = np.hstack(d_parts)
+        r_all = np.hstack(r_parts)
+        ok = (r_all >= 0) & (d_all > -np.inf)
+        if len(exclude):
+            ok &= ~np.isin(r_all, exclude)
+        scores_out: list[list[float]] = []
+        refs_out: list[Rows] = []
         for qi in range(nq):
-            hits = [Hit(i, s) for i, s in found[qi].items() if i not in exclude]
-            hits.sort(key=lambda h: (-h.score, h.id))
-            out.append(hits[:k])
-        return out
+            d_row, r_row = d_all[qi][ok[qi]], r_all[qi][ok[qi]]
+            order = np.argsort(-d_row, kind="stable")[:k]
+            scores_out.append(d_row[order].tolist())
+            refs_out.append(r_row[order])
+        return scores_out, refs_out
 
-    def _search_main(self, snap: _Snapshot, q: Vectors, want: int, m: Mask, sel: Any, *,
-                     found: list[dict[str, float]]) -> None:
+    def _search_main(self, snap: _Snapshot, q: Vectors, want: int, m: Mask, sel: Any
+                     ) -> tuple[npt.NDArray[np.float32], Rows]:
+        """Return main's (scores, rows) for each query row; -1 rows pad a short answer."""
         main = snap.main
         assert main is not None
-        ids = snap.meta.ids
         if isinstance(main, faiss.IndexIVF):
+            self._one_omp_thread()
             nprobe = min(self.nprobe, main.nlist)
             while True:
                 params = _F.SearchParametersIVF(sel=sel[0] if sel else None, nprobe=nprobe)
@@ -417,40 +557,20 @@ class VectorIndex:
                 if not short or nprobe >= main.nlist:
                     break
                 nprobe = min(main.nlist, nprobe * 4)
-        else:
-            # Exact: one matrix product for every query (faiss's flat search makes one pass
-            # over the vectors per query below 20 queries, and a slower one with a filter).
-            scores = q @ snap.x.T
-            if sel:
-                scores[:, ~m] = -np.inf
-            idx = np.argpartition(-scores, want - 1, axis=1)[:, :want]
-            d = np.take_along_axis(scores, idx, axis=1)
-        for qi in range(q.shape[0]):
-            row_found = found[qi]
-            for score, row in zip(d[qi].tolist(), idx[qi].tolist(), strict=True):
-                if row >= 0 and score > -np.inf:
-                    row_found[ids[row]] = score
+            return d, idx
+        # Exact: one matrix product for every query (faiss's flat search makes one pass
+        # over the vectors per query below 20 queries, and a slower one with a filter).
+        scores = q @ snap.x.T
+        if sel:
+            scores[:, ~m] = -np.inf
+        idx = np.argpartition(-scores, want - 1, axis=1)[:, :want]
+        return np.take_along_axis(scores, idx, axis=1), idx
 
     def vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
         """Return the indexed vectors of these items (absent: not indexed)."""
         snap = self._snap
-        delta_of = snap.delta_of
-        out: dict[str, Vectors] = {}
-        main_ids: list[str] = []
-        main_rows: list[int] = []
-        for i in ids:
-            r = delta_of.get(i)
-            if r is not None:
-                out[i] = snap.delta_x[r]
-                continue
-            r = snap.row_of.get(i)
-            if r is not None and not snap.dead[r]:
-                main_ids.append(i)
-                main_rows.append(r)
-        if main_rows:
-            got = main_vectors(snap.main, snap.x, np.asarray(main_rows, dtype=np.int64))
-            out.update(zip(main_ids, got, strict=True))
-        return out
+        refs = _refs_of(snap, ids)
+        return dict(zip(_ids_of(snap, refs), _vectors_of(snap, refs), strict=True))
 
     def eligible(self, ids: Sequence[str], *, provider_id: str | None = None,
                  kind: str | None = None) -> list[str]:
@@ -475,39 +595,35 @@ class VectorIndex:
                   kind: str | None = None, limit: int = 200) -> dict[str, list[str]]:
         """Return, per tag, up to limit eligible item ids that carry it."""
         snap = self._snap
+        found = self._tag_refs(snap, tags, provider_id=provider_id, kind=kind, limit=limit)
+        return {t: _ids_of(snap, r) for t, r in zip(tags, found, strict=True)}
+
+    @staticmethod
+    def _tag_refs(snap: _Snapshot, tags: Sequence[str], *, provider_id: str | None,
+                  kind: str | None, limit: int) -> list[Rows]:
+        """Return, per tag, the refs of up to limit eligible items carrying it (delta first)."""
         m, _, _ = snap.main_mask(provider_id, kind)
         dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind) if snap.delta_ids else None
-        out: dict[str, list[str]] = {}
+        n_main = len(snap.meta.ids)
+        out: list[Rows] = []
         for t in tags:
-            got: list[str] = []
+            got: list[Rows] = []
+            have = 0
             if dm is not None:
                 rows = snap.delta_meta.tags.get(t)
                 if rows is not None:
-                    got += [snap.delta_ids[r] for r in rows[dm[rows]][:limit]]
+                    got.append(n_main + rows[dm[rows]][:limit])
+                    have = len(got[0])
             rows = snap.meta.tags.get(t)
-            if rows is not None and len(got) < limit:
-                got += [snap.meta.ids[r] for r in rows[m[rows]][: limit - len(got)]]
-            out[t] = got
+            if rows is not None and have < limit:
+                got.append(rows[m[rows]][: limit - have])
+            out.append(np.concatenate(got) if got else np.zeros(0, dtype=np.int64))
         return out
 
     def carries(self, ids: Sequence[str], tags: Sequence[str]) -> Mask:
         """Return a (len(ids), len(tags)) matrix: does the indexed item carry the tag?"""
         snap = self._snap
-        out = np.zeros((len(ids), len(tags)), dtype=np.bool_)
-        if not ids or not tags:
-            return out
-        main_rows = np.asarray([-1 if i in snap.delta_of else snap.row_of.get(i, -1)
-                                for i in ids], dtype=np.int64)
-        in_main = main_rows >= 0
-        delta_rows = np.asarray([snap.delta_of.get(i, -1) for i in ids], dtype=np.int64)
-        for j, t in enumerate(tags):
-            tm = snap.main_tag_mask(t)
-            if tm is not None:
-                out[in_main, j] = tm[main_rows[in_main]]
-            rows = snap.delta_meta.tags.get(t)
-            if rows is not None:
-                out[:, j] |= (delta_rows >= 0) & np.isin(delta_rows, rows)
-        return out
+        return _carries_of(snap, _ref_array(snap, ids), tags)
 
     def some(self, *, provider_id: str | None = None, kind: str | None = None,
              limit: int = 100) -> list[str]:

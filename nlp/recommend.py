@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Protocol
@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from models.catalog import CatalogItem
 from nlp.embed import Embedder, Vectors
-from nlp.index import VectorIndex
+from nlp.index import Candidates, VectorIndex
 from nlp.lexical import LexicalIndex, QueryTerms, saturate
 from nlp.relevance import TEXT_FEATURES, RelevanceModel, load_model
 from nlp.signals import Signals
@@ -288,31 +288,33 @@ class Recommender:
         the best reaches the model's profile threshold; popular items are never confident."""
         bought = self.signals.bought(user_id) if user_id else frozenset()
         profile = self._profile("user", user_id) if user_id else None
-        plans: list[tuple[Strategy, Callable[[], list[_Scored]]]] = []
-        if profile is not None and _usable(profile):
-            plans.append(("profile", partial(
-                self._from_profile, profile, k=k, provider_id=provider_id, kind=kind,
-                exclude=bought, diversity=diversity, who="user")))
         # The groups a user posted in come most recent last; the newest says most.
         groups = ([group_id] if group_id else []) + list(reversed(profile.groups if profile
                                                                   else []))
-        for g in dict.fromkeys(groups):
-            gp = self._profile("group", g)
-            if gp is not None and _usable(gp):
-                plans.append(("group", partial(
-                    self._from_profile, gp, k=k, provider_id=provider_id, kind=kind,
-                    exclude=bought, diversity=diversity, who="group")))
-                break
-        if provider_id is not None:
-            plans.append(("provider_popular", lambda: self._popular(
-                provider_id, provider_id=provider_id, kind=kind, k=k, exclude=bought)))
-        plans.append(("global_popular", lambda: self._popular(
-            None, provider_id=provider_id, kind=kind, k=k, exclude=bought)))
+
+        def plans() -> Iterator[tuple[Strategy, Callable[[], list[_Scored]]]]:
+            # Lazily: a page view that the profile fills reads no group profile.
+            if profile is not None and _usable(profile):
+                yield "profile", partial(
+                    self._from_profile, profile, k=k, provider_id=provider_id, kind=kind,
+                    exclude=bought, diversity=diversity, who="user")
+            for g in dict.fromkeys(groups):
+                gp = self._profile("group", g)
+                if gp is not None and _usable(gp):
+                    yield "group", partial(
+                        self._from_profile, gp, k=k, provider_id=provider_id, kind=kind,
+                        exclude=bought, diversity=diversity, who="group")
+                    break
+            if provider_id is not None:
+                yield "provider_popular", lambda: self._popular(
+                    provider_id, provider_id=provider_id, kind=kind, k=k, exclude=bought)
+            yield "global_popular", lambda: self._popular(
+                None, provider_id=provider_id, kind=kind, k=k, exclude=bought)
 
         out: list[Recommendation] = []
         seen: set[str] = set(bought)
         strategy: Strategy | None = None
-        for name, plan in plans:
+        for name, plan in plans():
             got = [r for r in self._finish(plan(), need=k - len(out), provider_id=provider_id,
                                            kind=kind, seen=seen)
                    if r.confidence >= min_confidence]
@@ -324,7 +326,7 @@ class Recommender:
         threshold = self.model.profile_confident if self.model is not None else 0.0
         confident = (strategy in ("profile", "group") and bool(out)
                      and out[0].confidence >= threshold)
-        return RecommendationResult(items=out[:k], strategy=strategy or plans[-1][0],
+        return RecommendationResult(items=out[:k], strategy=strategy or "global_popular",
                                     confident=confident)
 
     # -- public: free text ------------------------------------------------------------------
@@ -423,24 +425,13 @@ class Recommender:
 
     def _candidates(self, queries: Vectors, tag_names: list[str], *, limit: int,
                     tag_limit: int, provider_id: str | None, kind: str | None,
-                    exclude: frozenset[str], extra: Sequence[str] = ()
-                    ) -> tuple[list[str], Vectors] | None:
-        """Return the candidate ids and their vectors: the index's nearest items to each
-        query row, then items carrying one of the tags, then extra (the lexical index's
-        best, already filtered); None when there is none."""
-        hits = self.index.search(queries, k=limit, provider_id=provider_id, kind=kind,
-                                 exclude=exclude)
-        cand: dict[str, None] = {h.id: None for row in hits for h in row}
-        cand.update((i, None) for i in extra if i not in exclude)
-        by_tag = self.index.with_tags(tag_names, provider_id=provider_id, kind=kind,
-                                      limit=tag_limit) if tag_names else {}
-        for tagged in by_tag.values():
-            cand.update((i, None) for i in tagged if i not in exclude)
-        vecs = self.index.vectors(list(cand))
-        ids = [i for i in cand if i in vecs]
-        if not ids:
-            return None
-        return ids, np.vstack([vecs[i] for i in ids])
+                    exclude: frozenset[str], extra: Sequence[str] = ()) -> Candidates | None:
+        """Return the candidates: the index's nearest items to each query row, then extra
+        (the lexical index's best, already filtered), then items carrying one of the tags;
+        None when there is none."""
+        return self.index.candidates(queries, k=limit, tags=tag_names, tag_limit=tag_limit,
+                                     provider_id=provider_id, kind=kind, exclude=exclude,
+                                     extra=extra)
 
     def _from_profile(self, profile: ProfileLike, *, k: int, provider_id: str | None,
                       kind: str | None, exclude: frozenset[str], diversity: float,
@@ -469,7 +460,7 @@ class Recommender:
                                  kind=kind, exclude=exclude)
         if found is None:
             return []
-        ids, x = found
+        ids, x = found.ids, found.x
         parts: list[npt.NDArray[np.float64]] = []
         shares: list[float] = []
         evidence: npt.NDArray[np.int64] | None = None
@@ -480,7 +471,7 @@ class Recommender:
             tau = self.tag_threshold
             affinity = np.clip((x @ tag_vecs.T - tau) / (1.0 - tau), 0.0, 1.0).astype(np.float64)
             # Carrying the tag is the strongest evidence there is.
-            affinity[self.index.carries(ids, tag_names)] = 1.0
+            affinity[found.carries] = 1.0
             weighted = affinity * weights[None, :]
             evidence = np.argmax(weighted, axis=1)
             parts.append(weighted.max(axis=1))
@@ -565,7 +556,7 @@ class Recommender:
                                  extra=extra)
         if found is None:
             return None
-        ids, x = found
+        ids, x = found.ids, found.x
         n = len(ids)
         sims = (x @ q.T).astype(np.float64)  # (items, 1 + clauses)
         dense = sims[:, 0]
@@ -578,7 +569,7 @@ class Recommender:
         evidence: list[str | None] = [None] * n
         if strong:
             gains = np.asarray([s for _, s in strong]) - self.tag_threshold
-            carried = self.index.carries(ids, strong_names) * gains[None, :]
+            carried = found.carries * gains[None, :]
             best = np.argmax(carried, axis=1)
             tag_ev = carried[np.arange(n), best]
             evidence = [strong_names[int(b)] if g > 0 else None

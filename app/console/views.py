@@ -325,7 +325,7 @@ def payouts_csv(services: Services) -> bytes:
 def catalog_page(services: Services, *, after: str = "") -> dict[str, Any]:
     """Return one page of items (by id) with availability per provider, and the index."""
     rows = services.store.scan_page(NS_ITEM, after=after, limit=PAGE)
-    items = [CatalogItem.model_validate(r.doc["item"]) for _, r in rows]
+    items = [CatalogItem.from_store(r.doc["item"]) for _, r in rows]
     cursors = [(k, r.doc) for k, r in services.store.scan_page(NS_CURSOR, limit=20)]
     return {"rows": items, "next": rows[-1][0] if len(rows) == PAGE else None,
             "count": services.catalog.count(), "version": services.catalog.version(),

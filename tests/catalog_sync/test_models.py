@@ -74,3 +74,14 @@ def test_content_hash_follows_text_and_embedder_only() -> None:
     assert a.content_hash("use") == cheaper.content_hash("use")
     assert a.content_hash("use") != retitled.content_hash("use")
     assert a.content_hash("use") != a.content_hash("hash:64")
+
+
+def test_from_store_reads_back_what_was_written_and_nothing_else_skips_checks() -> None:
+    """An item read back from the store (from_store: its links are not parsed again, issue
+    17) equals the validated one; anything from outside still has its links checked."""
+    written = CatalogItem.model_validate(CONTRACT_EXAMPLE)
+    assert CatalogItem.from_store(written.to_json()) == written
+    with pytest.raises(ValidationError):
+        CatalogItem.model_validate({**CONTRACT_EXAMPLE, "url": "javascript:alert(1)"})
+    with pytest.raises(ValidationError):  # the rest of the model is validated as ever
+        CatalogItem.from_store({**CONTRACT_EXAMPLE, "price_cents": -1})

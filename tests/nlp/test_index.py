@@ -257,3 +257,50 @@ def test_index_behind_a_trimmed_change_log_rebuilds_instead_of_skipping(store: S
     assert len(index) == 15 and index.version == repo.version()
     probe = repo.embedder.encode(["后来上架的商品0"])[0]
     assert index.search(probe, k=1)[0][0].id == "late-0"
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 100])
+def test_candidates_of_one_request_match_their_parts(tmp_path: Path, open_sqlite: OpenSQLite,
+                                                     exact_max: int) -> None:
+    """candidates() (row numbers, issue 17) gives what its parts give by id: each query's
+    nearest eligible items (exclusions left out), the extra ids, the tagged items; each with
+    its stored vector and the tags it carries; main and delta rows alike."""
+    repo = _repo(open_sqlite(tmp_path / "s.db"))
+    items = _catalog(400)
+    repo.upsert(items)
+    index = VectorIndex(repo, dim=DIM, exact_max=exact_max, nprobe=10_000,
+                        compact_min=10**6)
+    index.load()
+    # A delta: changed items (their main rows die) and new ones, some tagged.
+    changed = [item(f"sku-{i:04d}", title=f"改版{i}", tags=["标签1"],
+                    updated_at="2026-11-02T00:00:00Z") for i in range(0, 40, 4)]
+    fresh = [item(f"new-{i}", title=f"新品{i} 描述{i}", tags=["标签2", "新"]) for i in range(9)]
+    repo.upsert(changed + fresh)
+    index.refresh()
+    assert index._snap.delta_ids and index._snap.dead.any()
+    assert index.index_type == ("exact" if exact_max > 1000 else "ivf")
+    by_id = {it.id: it for it in items} | {it.id: it for it in changed + fresh}
+    q = repo.embedder.encode(["商品7 型号10 描述3", "新品3"])
+    tags = ["标签1", "标签2", "不存在"]
+    for provider, kind in [(None, None), ("sh-01", None), ("bj-01", "product")]:
+        ok = [i for i, it in by_id.items() if it.is_available(provider)
+              and (kind is None or it.kind == kind)]
+        exclude = frozenset(ok[:5])
+        extra = [i for i in ok[50:53] if i not in exclude]
+        got = index.candidates(q, k=8, tags=tags, tag_limit=6, provider_id=provider,
+                               kind=kind, exclude=exclude, extra=extra)
+        assert got is not None
+        near = [h.id for row in index.search(q, k=8, provider_id=provider, kind=kind,
+                                             exclude=exclude) for h in row]
+        tagged = [i for t in tags
+                  for i in index.with_tags([t], provider_id=provider, kind=kind,
+                                           limit=6)[t] if i not in exclude]
+        assert got.ids == list(dict.fromkeys(near + extra + tagged))
+        assert not set(got.ids) & exclude and set(got.ids) <= set(ok)
+        # Exact search ranks every eligible row: the nearest are the brute-force best.
+        x = np.vstack([repo.entries([i])[i].vector for i in got.ids])
+        atol = 1e-2 if exact_max < 1000 else 1e-6  # IVF stores float16
+        np.testing.assert_allclose(got.x, x, atol=atol)
+        want = np.asarray([[t in by_id[i].tags for t in tags] for i in got.ids])
+        assert (got.carries == want).all()
+    assert index.candidates(q, k=5, kind="no-such-kind") is None

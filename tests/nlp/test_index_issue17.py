@@ -4,6 +4,7 @@ Also the query cache's normalised keys."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import faiss
@@ -49,6 +50,28 @@ def test_point_memory_ivf_holds_each_vector_once(tmp_path: Path,
     # Each item finds itself first through the float16 lists.
     hits = index.search(want, k=1)
     assert [row[0].id for row in hits] == ids
+
+
+def test_point_concurrency_a_request_thread_searches_with_one_omp_thread(
+        tmp_path: Path, open_sqlite: OpenSQLite) -> None:
+    """OpenMP keeps its thread count per calling thread: the count set when the index was
+    built did not reach the server's request threads, whose searches woke every core."""
+    repo = CatalogRepo(open_sqlite(tmp_path / "s.db"), embedder=CountingEmbedder(DIM))
+    repo.upsert(_items(1500))
+    index = VectorIndex(repo, dim=DIM, exact_max=1000, threads=1)
+    index.load()
+    assert index.index_type == "ivf"
+    seen: list[int] = []
+
+    def request() -> None:
+        seen.append(faiss.omp_get_max_threads())  # a new thread starts with the default
+        index.search(_stored(repo, ["sku-00001"]), k=3)
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join()
+    assert seen[1] == 1, f"a request thread searched with {seen[1]} OpenMP threads"
 
 
 @pytest.mark.parametrize("mapped", [True, False])
