@@ -15,6 +15,10 @@ back by id through the index's direct map. A persisted index is opened with ``IO
 faiss's per-search prefetch threads turned off (:func:`_no_prefetch`: they made a mapped
 search cost 5–10× the CPU of one in memory); ``mmap=False`` reads it into memory.
 
+A request's candidates (:meth:`VectorIndex.candidates`) are gathered from one snapshot as
+row numbers ("refs": main rows, then delta rows after them): the nearest rows, the tagged
+rows, their vectors and tag marks, with ids looked up once for the answer (issue 17).
+
 The catalog itself (items, vectors, a change log whose length is the version) is read
 through :class:`catalog.feed.CatalogFeed`, so every process of a Redis deployment converges on the same
 version by polling it.
@@ -318,6 +322,7 @@ def _refs_of(snap: _Snapshot, ids: Collection[str]) -> Rows:
 
 
 def _ids_of(snap: _Snapshot, refs: Rows) -> list[str]:
+    """Return the item ids of these (valid) refs."""
     main_ids, delta_ids = snap.meta.ids, snap.delta_meta.ids
     n_main = len(main_ids)
     return [main_ids[r] if r < n_main else delta_ids[r - n_main] for r in refs.tolist()]

@@ -203,8 +203,20 @@ class TextCandidates:
 
     ids: list[str]
     features: npt.NDArray[np.float64]
-    evidence: list[str | None]  # the tag the item carries and the text speaks about
-    best_clause: list[str]  # the clause (or the text) each item matches best
+    tags: list[str]  # the tags the text speaks about
+    evidence: npt.NDArray[np.int64]  # per item, the one of tags it carries (-1: none)
+    clauses: list[str]  # the text's clauses (or the text itself)
+    best_clause: npt.NDArray[np.int64]  # per item, the clause it matches best
+    # Indices, not strings: a query has hundreds of candidates and names a dozen (issue 17).
+
+    def tag_of(self, r: int) -> str | None:
+        """Return the tag that is candidate r's evidence, if any."""
+        j = int(self.evidence[r])
+        return self.tags[j] if j >= 0 else None
+
+    def clause_of(self, r: int) -> str:
+        """Return the clause (or the text) candidate r matches best."""
+        return self.clauses[int(self.best_clause[r])]
 
 
 def in_stock(item: CatalogItem, provider_id: str | None) -> bool:
@@ -566,21 +578,20 @@ class Recommender:
         else:
             bm25 = cover = np.zeros(n, dtype=np.float32)
         tag_ev = np.zeros(n)
-        evidence: list[str | None] = [None] * n
+        evidence = np.full(n, -1, dtype=np.int64)
         if strong:
             gains = np.asarray([s for _, s in strong]) - self.tag_threshold
             carried = found.carries * gains[None, :]
             best = np.argmax(carried, axis=1)
             tag_ev = carried[np.arange(n), best]
-            evidence = [strong_names[int(b)] if g > 0 else None
-                        for b, g in zip(best, tag_ev, strict=True)]
+            evidence = np.where(tag_ev > 0, best, -1)
         feats = np.column_stack([dense, clause, saturate(bm25), cover.astype(np.float64),
                                  tag_ev, dense - dense.max(), np.zeros(n)])
         feats[:, -1] = self.fuse(feats)
         assert feats.shape[1] == len(TEXT_FEATURES)
-        best_clause = ([parts[int(j)] for j in np.argmax(sims[:, 1:], axis=1)] if parts
-                       else [text] * n)
-        return TextCandidates(ids, feats, evidence, best_clause)
+        best_clause = (np.argmax(sims[:, 1:], axis=1) if parts
+                       else np.zeros(n, dtype=np.int64))
+        return TextCandidates(ids, feats, strong_names, evidence, parts or [text], best_clause)
 
     def fuse(self, feats: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Return the ranking score of candidates from their TEXT_FEATURES columns: dense
@@ -612,13 +623,13 @@ class Recommender:
         order = np.argsort(-score, kind="stable")[:limit]
         out: list[_Scored] = []
         for r in order:
-            tag = cands.evidence[r]
+            tag = cands.tag_of(r)
             if similar:
                 reason = f"和「{_snippet(text)}」相似"
             elif tag is not None:
                 reason = f"因为你问到「{tag}」相关的问题"
             else:
-                reason = f"和你说的「{_snippet(cands.best_clause[r])}」最相关"
+                reason = f"和你说的「{_snippet(cands.clause_of(r))}」最相关"
             out.append(_Scored(cands.ids[r], float(score[r]), reason, float(conf[r])))
         return out
 
