@@ -139,6 +139,12 @@ def build(folder: Path, *, n: int, users: int, with_vectors: bool, seed: int) ->
 
 def in_process(data: Path, *, users: int, queries: int, seed: int) -> None:
     """Floor (faiss alone), recall of the approximate index, the recommender without HTTP."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread, as serve runs (app/catalog_wiring.py tune_for_serving): otherwise an
+    # idle OpenBLAS thread spins on the other core after every product and the figure
+    # carries twice its CPU on a busy machine.
+    threadpool_limits(limits=1, user_api="blas")
     store = SQLiteStore(data / "mingpian.db")
     emb = load_embedder("use")
     repo = CatalogRepo(store, embedder=emb)
