@@ -341,14 +341,31 @@ def _vectors_of(snap: _Snapshot, refs: Rows) -> Vectors:
     return out
 
 
+def _eligible_of(snap: _Snapshot, refs: Rows, *, provider_id: str | None,
+                 kind: str | None) -> Mask:
+    """Return which of these refs (-1: not indexed) pass the filters."""
+    n_main = len(snap.meta.ids)
+    keep = np.zeros(len(refs), dtype=np.bool_)
+    in_main = (refs >= 0) & (refs < n_main)
+    if in_main.any():
+        m, _, _ = snap.main_mask(provider_id, kind)
+        keep[in_main] = m[refs[in_main]]
+    in_delta = refs >= n_main
+    if in_delta.any():
+        dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind)
+        keep[in_delta] = dm[refs[in_delta] - n_main]
+    return keep
+
+
 def _carries_of(snap: _Snapshot, refs: Rows, tags: Sequence[str]) -> Mask:
-    """Return a (len(refs), len(tags)) matrix: does the item carry the tag? (-1: no)"""
+    """Return a (len(refs), len(tags)) matrix for these (valid) refs: does the item carry
+    the tag?"""
     out = np.zeros((len(refs), len(tags)), dtype=np.bool_)
     if not len(refs) or not tags:
         return out
     n_main = len(snap.meta.ids)
-    in_main = (refs >= 0) & (refs < n_main)
-    in_delta = refs >= n_main
+    in_main = refs < n_main
+    in_delta = ~in_main
     main_rows = refs[in_main]
     delta_rows = refs[in_delta] - n_main
     for j, t in enumerate(tags):
@@ -480,7 +497,7 @@ class VectorIndex:
         extra: Sequence[str] = (),
     ) -> Candidates | None:
         """Return the candidates of one request from one snapshot: each query row's k
-        nearest eligible items, then the extra ids (already filtered by the caller), then
+        nearest eligible items, then the eligible ones of the extra ids, then
         up to tag_limit eligible items per tag; with their vectors and which of the tags
         each carries. None when there is none.
 
@@ -491,7 +508,9 @@ class VectorIndex:
         excluded = _refs_of(snap, exclude)
         _, near = self._probe(snap, q, k=k, provider_id=provider_id, kind=kind,
                               exclude=excluded)
-        found = [*near, _refs_of(snap, extra)]
+        extra_refs = _refs_of(snap, extra)
+        found = [*near, extra_refs[_eligible_of(snap, extra_refs, provider_id=provider_id,
+                                                kind=kind)]]
         if tags:
             found += self._tag_refs(snap, tags, provider_id=provider_id, kind=kind,
                                     limit=tag_limit)
@@ -581,20 +600,8 @@ class VectorIndex:
                  kind: str | None = None) -> list[str]:
         """Return the ids (in order) that are indexed and pass the filters."""
         snap = self._snap
-        delta_of = snap.delta_of
-        m, _, _ = snap.main_mask(provider_id, kind)
-        dm = snap.delta_meta.mask(provider_id=provider_id, kind=kind) if delta_of else None
-        out: list[str] = []
-        for i in ids:
-            r = delta_of.get(i)
-            if r is not None:
-                if dm is not None and dm[r]:
-                    out.append(i)
-                continue
-            r = snap.row_of.get(i)
-            if r is not None and m[r]:
-                out.append(i)
-        return out
+        keep = _eligible_of(snap, _ref_array(snap, ids), provider_id=provider_id, kind=kind)
+        return [i for i, ok in zip(ids, keep.tolist(), strict=True) if ok]
 
     def with_tags(self, tags: Sequence[str], *, provider_id: str | None = None,
                   kind: str | None = None, limit: int = 200) -> dict[str, list[str]]:
@@ -624,11 +631,6 @@ class VectorIndex:
                 got.append(rows[m[rows]][: limit - have])
             out.append(np.concatenate(got) if got else np.zeros(0, dtype=np.int64))
         return out
-
-    def carries(self, ids: Sequence[str], tags: Sequence[str]) -> Mask:
-        """Return a (len(ids), len(tags)) matrix: does the indexed item carry the tag?"""
-        snap = self._snap
-        return _carries_of(snap, _ref_array(snap, ids), tags)
 
     def some(self, *, provider_id: str | None = None, kind: str | None = None,
              limit: int = 100) -> list[str]:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from models.catalog import CatalogItem
 from nlp.embed import Embedder, Vectors
-from nlp.index import Candidates, VectorIndex
+from nlp.index import VectorIndex
 from nlp.lexical import LexicalIndex, QueryTerms, saturate
 from nlp.relevance import TEXT_FEATURES, RelevanceModel, load_model
 from nlp.signals import Signals
@@ -435,16 +435,6 @@ class Recommender:
             return None
         return self.profiles.get(kind, pid)
 
-    def _candidates(self, queries: Vectors, tag_names: list[str], *, limit: int,
-                    tag_limit: int, provider_id: str | None, kind: str | None,
-                    exclude: frozenset[str], extra: Sequence[str] = ()) -> Candidates | None:
-        """Return the candidates: the index's nearest items to each query row, then extra
-        (the lexical index's best, already filtered), then items carrying one of the tags;
-        None when there is none."""
-        return self.index.candidates(queries, k=limit, tags=tag_names, tag_limit=tag_limit,
-                                     provider_id=provider_id, kind=kind, exclude=exclude,
-                                     extra=extra)
-
     def _from_profile(self, profile: ProfileLike, *, k: int, provider_id: str | None,
                       kind: str | None, exclude: frozenset[str], diversity: float,
                       who: Literal["user", "group"]) -> list[_Scored]:
@@ -467,9 +457,9 @@ class Recommender:
                         .astype(np.float32)[None, :])
         if not rows:
             return []
-        found = self._candidates(np.vstack(rows), tag_names, limit=max(3 * k, self.candidates),
-                                 tag_limit=max(2 * k, 20), provider_id=provider_id,
-                                 kind=kind, exclude=exclude)
+        found = self.index.candidates(np.vstack(rows), k=max(3 * k, self.candidates),
+                                      tags=tag_names, tag_limit=max(2 * k, 20),
+                                      provider_id=provider_id, kind=kind, exclude=exclude)
         if found is None:
             return []
         ids, x = found.ids, found.x
@@ -559,13 +549,11 @@ class Recommender:
                     strong.append((self.tags.names[int(j)], float(tag_sims[j])))
         strong_names = [t for t, _ in strong]
         qt = self._query_terms(text)
-        extra: list[str] = []
-        if qt is not None and self.lexical is not None:
-            lex = [i for i, _ in self.lexical.search(qt, k=limit) if i not in exclude]
-            extra = self.index.eligible(lex, provider_id=provider_id, kind=kind)
-        found = self._candidates(q, strong_names, limit=limit, tag_limit=limit,
-                                 provider_id=provider_id, kind=kind, exclude=exclude,
-                                 extra=extra)
+        lex = ([i for i, _ in self.lexical.search(qt, k=limit)]
+               if qt is not None and self.lexical is not None else [])
+        found = self.index.candidates(q, k=limit, tags=strong_names, tag_limit=limit,
+                                      provider_id=provider_id, kind=kind, exclude=exclude,
+                                      extra=lex)
         if found is None:
             return None
         ids, x = found.ids, found.x

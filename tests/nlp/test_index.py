@@ -263,7 +263,7 @@ def test_index_behind_a_trimmed_change_log_rebuilds_instead_of_skipping(store: S
 def test_candidates_of_one_request_match_their_parts(tmp_path: Path, open_sqlite: OpenSQLite,
                                                      exact_max: int) -> None:
     """candidates() (row numbers, issue 17) gives what its parts give by id: each query's
-    nearest eligible items (exclusions left out), the extra ids, the tagged items; each with
+    nearest eligible items (exclusions left out), the eligible extra ids, the tagged items; each with
     its stored vector and the tags it carries; main and delta rows alike."""
     repo = _repo(open_sqlite(tmp_path / "s.db"))
     items = _catalog(400)
@@ -286,7 +286,10 @@ def test_candidates_of_one_request_match_their_parts(tmp_path: Path, open_sqlite
         ok = [i for i, it in by_id.items() if it.is_available(provider)
               and (kind is None or it.kind == kind)]
         exclude = frozenset(ok[:5])
-        extra = [i for i in ok[50:53] if i not in exclude]
+        # Extra ids (BM25's) are filtered here: one that fails the filters, one that is
+        # excluded and one the index never saw are left out.
+        unfit = [i for i in by_id if i not in ok][:1]
+        extra = [*ok[50:53], *unfit, ok[0], "never-indexed"]
         got = index.candidates(q, k=8, tags=tags, tag_limit=6, provider_id=provider,
                                kind=kind, exclude=exclude, extra=extra)
         assert got is not None
@@ -295,7 +298,9 @@ def test_candidates_of_one_request_match_their_parts(tmp_path: Path, open_sqlite
         tagged = [i for t in tags
                   for i in index.with_tags([t], provider_id=provider, kind=kind,
                                            limit=6)[t] if i not in exclude]
-        assert got.ids == list(dict.fromkeys(near + extra + tagged))
+        kept = [i for i in extra if i in ok and i not in exclude]
+        assert kept == ok[50:53]
+        assert got.ids == list(dict.fromkeys(near + kept + tagged))
         assert not set(got.ids) & exclude and set(got.ids) <= set(ok)
         # Exact search ranks every eligible row: the nearest are the brute-force best.
         x = np.vstack([repo.entries([i])[i].vector for i in got.ids])
