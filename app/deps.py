@@ -4,11 +4,12 @@ another."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from app.bot_wiring import BotKit
 from app.catalog_wiring import CatalogService
@@ -63,6 +64,26 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 bearer = HTTPBearer(auto_error=False, description="one of MINGPIAN_API_KEYS, as a Bearer token")
 
 
+def is_api_key(given: str, keys: Sequence[str]) -> bool:
+    """Return whether given is one of keys (in constant time per key)."""
+    return bool(given) and any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+def given_api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """Return the key an ASGI request's raw headers carry, read as require_api_key reads
+    it: `X-API-Key`, else an `Authorization: Bearer` token; "" when neither."""
+    header = authorization = ""
+    for name, value in headers:  # the first of each, as Starlette's Headers.get
+        if name == b"x-api-key" and not header:
+            header = value.decode("latin-1")
+        elif name == b"authorization" and not authorization:
+            authorization = value.decode("latin-1")
+    if header:
+        return header
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if scheme.lower() == "bearer" else ""
+
+
 async def require_api_key(
     request: Request,
     header_key: Annotated[str | None, Depends(api_key_header)],
@@ -73,7 +94,7 @@ async def require_api_key(
     if not keys:
         raise UnauthorizedError("no API keys are configured (set MINGPIAN_API_KEYS)")
     given = header_key or (bearer_key.credentials if bearer_key is not None else "")
-    if not given or not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+    if not is_api_key(given, keys):
         raise UnauthorizedError("missing or invalid API key")
 
 

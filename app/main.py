@@ -39,16 +39,22 @@ log = logging.getLogger("mingpian")
 
 
 class MingpianApp(FastAPI):
-    """FastAPI, except that WeChat's and WeCom's callback POSTs — the hot path — are
-    answered by ``callbacks`` (app/api/wechat.py) before the middleware stack and routing;
-    their OpenAPI entries are added to the generated schema."""
+    """FastAPI, except for the two hot paths, answered before the middleware stack and
+    routing: WeChat's and WeCom's callback POSTs by ``callbacks`` (app/api/wechat.py; their
+    OpenAPI entries are added to the generated schema), and the mall's valid page views by
+    ``page_views`` (app/api/recommend.py; any other recommendation request goes on to its
+    route)."""
 
-    def __init__(self, *, callbacks: wechat.CallbackPosts, **kwargs: Any) -> None:
+    def __init__(self, *, callbacks: wechat.CallbackPosts,
+                 page_views: recommend.PageViews, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.callbacks = callbacks
+        self.page_views = page_views
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await self.callbacks.handle(scope, receive, send):
+            return
+        if await self.page_views.handle(scope, receive, send):
             return
         await super().__call__(scope, receive, send)
 
@@ -91,6 +97,7 @@ def create_app(settings: Settings | None = None, *,
     app = MingpianApp(
         callbacks=wechat.CallbackPosts(metrics=metrics,
                                        max_bytes=settings.max_callback_bytes),
+        page_views=recommend.PageViews(metrics=metrics),
         title="mingpian 名片",
         version="0.1.0",
         description="WeChat/WeCom group chat → interest profiles → recommendations, "

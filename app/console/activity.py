@@ -314,7 +314,8 @@ class RequestCounter:
         self.flush()
 
 
-def _counted(method: str, path: str, status: int) -> str | None:
+def counted(method: str, path: str, status: int) -> str | None:
+    """Return what a request's answer counts as ("served", "clicked"), if anything."""
     if status == _OK and ((method == "GET" and path == "/v1/recommendations")
                           or (method == "POST" and path == "/v1/recommendations/query")):
         return "served"
@@ -339,7 +340,7 @@ class RequestCountMiddleware(HttpMiddleware):
 
         async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                what = _counted(scope.get("method", ""), path, int(message["status"]))
+                what = counted(scope.get("method", ""), path, int(message["status"]))
                 counter = self.counter_of(scope) if what is not None else None
                 if counter is not None and what is not None:
                     counter.add(what)
