@@ -39,24 +39,24 @@ log = logging.getLogger("mingpian")
 
 
 class MingpianApp(FastAPI):
-    """FastAPI, except for the two hot paths, answered before the middleware stack and
-    routing: WeChat's and WeCom's callback POSTs by ``callbacks`` (app/api/wechat.py; their
-    OpenAPI entries are added to the generated schema), and the mall's valid page views by
-    ``page_views`` (app/api/recommend.py; any other recommendation request goes on to its
-    route)."""
+    """FastAPI, except for the hot paths, answered before the middleware stack and routing:
+    WeChat's and WeCom's callback POSTs by ``callbacks`` (app/api/wechat.py; their OpenAPI
+    entries are added to the generated schema), and the mall's valid page views and
+    searches by ``mall`` (app/api/recommend.py; any other request to those paths goes on to
+    its route)."""
 
-    def __init__(self, *, callbacks: wechat.CallbackPosts,
-                 page_views: recommend.PageViews, **kwargs: Any) -> None:
+    def __init__(self, *, callbacks: wechat.CallbackPosts, mall: recommend.MallRequests,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.callbacks = callbacks
-        self.page_views = page_views
+        self.mall = mall
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await self.callbacks.handle(scope, receive, send):
             return
-        if await self.page_views.handle(scope, receive, send):
-            return
-        await super().__call__(scope, receive, send)
+        go_on = await self.mall.handle(scope, receive, send)
+        if go_on is not None:
+            await super().__call__(scope, go_on, send)
 
     def openapi(self) -> dict[str, Any]:
         """Return the OpenAPI schema, the callback POSTs included."""
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, *,
     app = MingpianApp(
         callbacks=wechat.CallbackPosts(metrics=metrics,
                                        max_bytes=settings.max_callback_bytes),
-        page_views=recommend.PageViews(metrics=metrics),
+        mall=recommend.MallRequests(metrics=metrics, max_body_bytes=settings.max_body_bytes),
         title="mingpian 名片",
         version="0.1.0",
         description="WeChat/WeCom group chat → interest profiles → recommendations, "

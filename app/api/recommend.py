@@ -3,8 +3,11 @@ items similar to one (``GET /v1/items/{id}/similar``, ``items_router``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl
 
@@ -13,11 +16,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.console.activity import counted
-from app.deps import ApiKey, IdentitiesDep, RecommenderDep, get_services, given_api_key, is_api_key
+from app.deps import ApiKey, RecommenderDep, get_services, given_api_key, is_api_key
 from app.errors import app_error_response, unexpected_response
+from app.limits import read_body
 from app.metrics import Metrics
 from app.services import Services
 from models.errors import AppError, NotFoundError
@@ -29,7 +33,6 @@ router = APIRouter(prefix="/v1/recommendations", tags=["recommendations"],
 items_router = APIRouter(prefix="/v1/items", tags=["recommendations"], dependencies=[ApiKey])
 
 Kind = Literal["product", "course"]
-_PATH = "/v1/recommendations"  # the page views' (PageViews)
 
 
 class RecommendedItem(BaseModel):
@@ -71,7 +74,7 @@ class QueryIn(BaseModel):
 
 
 class PageView(BaseModel):
-    """The query of ``GET /v1/recommendations`` (CONTRACTS §5), for the route and PageViews."""
+    """The query of ``GET /v1/recommendations`` (CONTRACTS §5), for the route and MallRequests."""
 
     user_id: Annotated[str, Field(pattern=ID_PATTERN)]
     k: Annotated[int, Field(ge=1, le=100)] = 10
@@ -109,6 +112,18 @@ async def _page_view(services: Services, view: PageView) -> RecommendationResult
     return await anyio.to_thread.run_sync(run, limiter=_LIMIT)
 
 
+async def _search(services: Services, query: QueryIn) -> RecommendationResult:
+    """Answer one chat message or search text, in a thread."""
+
+    def run() -> RecommendationResult:
+        user = services.identities.canonical(query.user_id) if query.user_id else None
+        return services.recommender.for_text(
+            query.text, k=query.k, provider_id=query.provider_id, kind=query.kind,
+            user_id=user, min_confidence=query.min_confidence)
+
+    return await anyio.to_thread.run_sync(run, limiter=_LIMIT)
+
+
 @router.get("", response_model=Recommendations)
 async def recommend_for_user(request: Request,
                              view: Annotated[PageView, Query()]) -> JSONResponse:
@@ -119,59 +134,110 @@ async def recommend_for_user(request: Request,
     return _answer(getattr(request.app.state, "metrics", None), result)
 
 
-class PageViews:
-    """Answers an authorised, well-formed ``GET /v1/recommendations`` ahead of FastAPI's
-    middleware stack and routing. The mall sends one on every page view, and the stack cost
-    as much of the event loop's CPU as the answer itself (issue 17, BENCHMARKS.md). Anything
-    else, such as a missing key or a parameter out of range, goes on to the route
-    (recommend_for_user), which answers it as every endpoint does. Both validate with
-    PageView and recommend with _page_view; this path keeps /metrics and the console's
-    count of answers as the middleware would (app/metrics.py, app/console/activity.py)."""
+@router.post("/query", response_model=Recommendations)
+async def recommend_for_text(request: Request, body: QueryIn) -> JSONResponse:
+    """Return up to k items that answer a chat message or a search text."""
+    result = await _search(get_services(request), body)
+    return _answer(getattr(request.app.state, "metrics", None), result)
 
-    def __init__(self, *, metrics: Metrics) -> None:
+
+_PAGE_VIEW = ("GET", "/v1/recommendations")
+_SEARCH = ("POST", "/v1/recommendations/query")
+
+
+class MallRequests:
+    """Answers the mall's two hot requests ahead of FastAPI's middleware stack and routing,
+    when they are authorised and valid: a page view (``GET /v1/recommendations``, on every
+    page the mall shows) and a search (``POST /v1/recommendations/query``). The stack cost
+    as much of the event loop's CPU as the answer (issue 17, BENCHMARKS.md).
+
+    Anything else, such as a missing key, a parameter out of range, a body that is not
+    plain JSON or a body with no declared length, goes on to the routes above, which answer
+    it as every endpoint does. Both paths validate with PageView and QueryIn and answer with
+    _page_view and _search. This path keeps /metrics and the console's count of answers as
+    the middleware would (app/metrics.py, app/console/activity.py)."""
+
+    def __init__(self, *, metrics: Metrics, max_body_bytes: int) -> None:
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Answer a valid page view and return True; return False for any other request."""
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != _PATH:
-            return False
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Answer a valid, authorised page view or search and return None. Otherwise
+        return the receive the app goes on with: ``receive`` itself, or, once the body
+        has been read, a receive that hands the same body on."""
+        if scope["type"] != "http" or (route := (scope["method"], scope["path"])) not in (
+                _PAGE_VIEW, _SEARCH):
+            return receive
         start = time.perf_counter()
         services: Services | None = scope.get("state", {}).get("services")
         if services is None or not is_api_key(given_api_key(scope["headers"]),
                                               services.settings.api_key_list()):
-            return False
+            return receive
+        work, go_on = await self._parse(route, scope, receive, services)
+        if work is None:
+            return go_on
         try:
-            view = PageView.model_validate(dict(parse_qsl(
-                scope["query_string"].decode("latin-1"), keep_blank_values=True)))
-        except ValidationError:
-            return False
-        try:
-            response = _answer(self.metrics, await _page_view(services, view))
+            response = _answer(self.metrics, await work())
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app maps it
             response = (app_error_response(exc) if isinstance(exc, AppError)
                         else unexpected_response(exc))
         await response(scope, receive, send)
         status = response.status_code
-        self.metrics.observe_request(_PATH, status, time.perf_counter() - start)
-        if (what := counted("GET", _PATH, status)) is not None:
+        self.metrics.observe_request(route[1], status, time.perf_counter() - start)
+        if (what := counted(*route, status)) is not None:
             services.console.requests.add(what)
-        return True
+        return None
+
+    async def _parse(self, route: tuple[str, str], scope: Scope, receive: Receive,
+                     services: Services) -> tuple[_Work | None, Receive | None]:
+        """Return (the work of a valid request, None), or (None, what the app goes on
+        with: see handle; None when the client went away before sending its body)."""
+        if route == _PAGE_VIEW:
+            try:
+                view = PageView.model_validate(dict(parse_qsl(
+                    scope["query_string"].decode("latin-1"), keep_blank_values=True)))
+            except ValidationError:
+                return None, receive
+            return partial(_page_view, services, view), None
+        if not _plain_json(scope, self.max_body_bytes):
+            return None, receive
+        body = await read_body(receive, self.max_body_bytes)
+        if body is None:
+            return None, None
+        try:
+            query = QueryIn.model_validate(json.loads(body))
+        except Exception:  # noqa: BLE001 - anything FastAPI would refuse, it refuses
+            return None, _replay(body, receive)
+        return partial(_search, services, query), None
 
 
-@router.post("/query", response_model=Recommendations)
-async def recommend_for_text(request: Request, body: QueryIn,
-                             recommender: RecommenderDep,
-                             identities: IdentitiesDep) -> JSONResponse:
-    """Return up to k items that answer a chat message or a search text."""
+_Work = Callable[[], Awaitable[RecommendationResult]]
 
-    def run() -> RecommendationResult:
-        user = identities.canonical(body.user_id) if body.user_id else None
-        return recommender.for_text(body.text, k=body.k, provider_id=body.provider_id,
-                                    kind=body.kind, user_id=user,
-                                    min_confidence=body.min_confidence)
 
-    result = await anyio.to_thread.run_sync(run, limiter=_LIMIT)
-    return _answer(getattr(request.app.state, "metrics", None), result)
+def _plain_json(scope: Scope, max_bytes: int) -> bool:
+    """Return whether a request declares a JSON body of a length within max_bytes."""
+    kind = length = None
+    for name, value in scope["headers"]:
+        if name == b"content-type" and kind is None:
+            kind = value.split(b";", 1)[0].strip().lower()
+        elif name == b"content-length" and length is None:
+            length = value
+    return (kind == b"application/json" and length is not None and length.isdigit()
+            and int(length) <= max_bytes)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Return a receive that hands on body first, then whatever receive has next."""
+    given = False
+
+    async def again() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
 
 
 @items_router.get("/{item_id}/similar", response_model=Recommendations)

@@ -1,7 +1,8 @@
-"""The page views' fast path (app/api/recommend.py PageViews, issue 17): a valid, authorised
-``GET /v1/recommendations`` is answered ahead of FastAPI's stack exactly as its route
-answers it; every other request goes on to the route; /metrics and the console still
-count what the fast path answered."""
+"""The mall's fast path (app/api/recommend.py MallRequests, issue 17): a valid, authorised
+page view (``GET /v1/recommendations``) or search (``POST /v1/recommendations/query``) is
+answered ahead of FastAPI's stack exactly as its route answers it; every other request goes
+on to the route, with the body it sent; /metrics and the console still count what the fast
+path answered."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from models.messages import ChatMessage
 from tests.conftest import API_KEY
 
 PATH = "/v1/recommendations"
+QUERY = "/v1/recommendations/query"
+KEY = [(b"authorization", f"Bearer {API_KEY}".encode())]
+JSON = "application/json"
+JSON_TYPE = [(b"content-type", JSON.encode())]
 
 
 @pytest.fixture
@@ -46,36 +51,44 @@ def _scope(client: TestClient, query: dict[str, Any], *, method: str = "GET",
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
             "root_path": "", "query_string": urlencode(query).encode(),
-            "headers": [(b"host", b"testserver")] + (
-                headers if headers is not None
-                else [(b"authorization", f"Bearer {API_KEY}".encode())]),
+            "headers": [(b"host", b"testserver")] + (KEY if headers is None else headers),
             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
             "state": dict(client.app_state)}
 
 
-def _call(client: TestClient, scope: Scope, *, route: bool) -> tuple[bool, list[Message]]:
+def _post(client: TestClient, body: bytes, *,
+          headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+    return _scope(client, {}, method="POST", path=QUERY, headers=(
+        [*KEY, *JSON_TYPE, (b"content-length", str(len(body)).encode())]
+        if headers is None else headers))
+
+
+def _call(client: TestClient, scope: Scope, *, route: bool, body: bytes = b""
+          ) -> tuple[bool, list[Message], bytes]:
     """Send one request to the fast path (route=False) or to FastAPI's stack and route;
-    return whether it was answered and the messages sent."""
+    return whether it was answered, the messages sent, and the body the app would go on
+    with (b"" when answered)."""
     app = client.app
     assert isinstance(app, MingpianApp)
     sent: list[Message] = []
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    async def fast() -> bool:
-        return await app.page_views.handle(scope, receive, send)
+    async def fast() -> tuple[bool, bytes]:
+        go_on = await app.mall.handle(scope, receive, send)
+        return go_on is None, b"" if go_on is None else (await go_on())["body"]
 
-    async def slow() -> bool:
+    async def slow() -> tuple[bool, bytes]:
         await FastAPI.__call__(app, scope, receive, send)
-        return True
+        return True, b""
 
     assert client.portal is not None
-    answered = client.portal.call(slow if route else fast)
-    return answered, sent
+    answered, rest = client.portal.call(slow if route else fast)
+    return answered, sent, rest
 
 
 def _response(sent: list[Message]) -> tuple[int, dict[bytes, bytes], Any]:
@@ -93,9 +106,9 @@ def _response(sent: list[Message]) -> tuple[int, dict[bytes, bytes], Any]:
 ])
 def test_the_fast_path_answers_as_the_route_does(client: TestClient,
                                                  query: dict[str, Any]) -> None:
-    answered, fast = _call(client, _scope(client, query), route=False)
+    answered, fast, _ = _call(client, _scope(client, query), route=False)
     assert answered
-    routed, slow = _call(client, _scope(client, query), route=True)
+    routed, slow, _ = _call(client, _scope(client, query), route=True)
     assert routed
     status, headers, body = _response(fast)
     assert (status, headers[b"content-type"]) == (200, b"application/json")
@@ -120,9 +133,68 @@ def test_the_fast_path_answers_as_the_route_does(client: TestClient,
 def test_other_requests_go_on_to_the_route(client: TestClient, query: dict[str, Any],
                                           method: str, path: str,
                                           headers: list[tuple[bytes, bytes]] | None) -> None:
-    answered, sent = _call(client, _scope(client, query, method=method, path=path,
-                                          headers=headers), route=False)
+    answered, sent, _ = _call(client, _scope(client, query, method=method, path=path,
+                                             headers=headers), route=False)
     assert (answered, sent) == (False, [])
+
+
+@pytest.mark.parametrize("query", [
+    {"text": "宝宝辅食先加什么"},
+    {"text": "米粉要选高铁的吗，宝宝六个月", "k": 3, "provider_id": "sh-01"},
+    {"text": "有没有育儿课程", "kind": "course", "user_id": "u-1001", "min_confidence": 0.1},
+    {"text": "今天天气不错"},
+])
+def test_a_search_is_answered_as_the_route_does(client: TestClient,
+                                                query: dict[str, Any]) -> None:
+    body = json.dumps(query, ensure_ascii=False).encode()
+    answered, fast, _ = _call(client, _post(client, body), route=False, body=body)
+    assert answered
+    routed, slow, _ = _call(client, _post(client, body), route=True, body=body)
+    assert routed
+    status, headers, answer = _response(fast)
+    assert (status, headers[b"content-type"]) == (200, b"application/json")
+    assert answer["strategy"] == "query"
+    assert _response(slow) == (status, headers, answer)
+
+
+BODY = json.dumps({"text": "米粉"}).encode()
+LENGTH = [(b"content-length", str(len(BODY)).encode())]
+
+
+@pytest.mark.parametrize(("body", "headers", "read"), [
+    (BODY, [*JSON_TYPE, *LENGTH], False),  # no key
+    (BODY, [*KEY, (b"content-type", b"text/plain"), *LENGTH], False),  # not JSON
+    (BODY, [*KEY, (b"content-type", b"application/merge-patch+json"), *LENGTH], False),
+    (BODY, [*KEY, *JSON_TYPE], False),  # no declared length (chunked)
+    (BODY, [*KEY, *JSON_TYPE, (b"content-length", b"2000000")], False),  # over the cap
+    (b"{", None, True),  # read, then handed on to the route
+    (b'{"text": ""}', None, True),
+    (b'{"text": "x", "surprise": 1}', None, True),
+    (b'{"text": NaN}', None, True),
+    (b"[" * 100_000, None, True),
+])
+def test_other_searches_go_on_to_the_route_with_their_body(
+        client: TestClient, body: bytes, headers: list[tuple[bytes, bytes]] | None,
+        read: bool) -> None:
+    answered, sent, rest = _call(client, _post(client, body, headers=headers), route=False,
+                                 body=body)
+    assert (answered, sent, rest) == (False, [], body)
+    del read  # what matters: the body the route gets is the one sent, read or not
+
+
+def test_the_route_refuses_the_searches_handed_on(client: TestClient) -> None:
+    h = {"Authorization": f"Bearer {API_KEY}"}
+    for body, loc in (({"text": ""}, ["body", "text"]), ({"text": "x", "k": 0}, ["body", "k"]),
+                      ({"text": "x", "surprise": 1}, ["body", "surprise"])):
+        r = client.post(QUERY, json=body, headers=h)
+        assert r.status_code == 422
+        assert r.json()["error"]["details"][0]["loc"] == loc
+    r = client.post(QUERY, content=b"[" * 100_000, headers={**h, "content-type": JSON})
+    assert r.status_code == 400  # FastAPI's answer to a body it cannot parse (too deep)
+    assert client.post(QUERY, json={"text": "米粉"}).status_code == 401
+    assert client.post(QUERY, content=b"x" * 2_000_000,
+                       headers={**h, "content-type": JSON}).status_code == 413
+    assert client.post(QUERY, json={"text": "米粉"}, headers=h).status_code == 200
 
 
 def test_the_route_still_refuses_what_the_fast_path_passes_on(client: TestClient) -> None:
@@ -140,11 +212,18 @@ def test_fast_path_answers_are_counted(client: TestClient, services: Services) -
         r = client.get(PATH, params={"user_id": user}, headers={"X-API-Key": API_KEY})
         assert r.status_code == 200
     assert client.get(PATH, params={"user_id": "u-1001"}).status_code == 401
+    r = client.post(QUERY, json={"text": "宝宝辅食"}, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200
+    assert client.post(QUERY, json={"text": ""}, headers={"X-API-Key": API_KEY}
+                       ).status_code == 422
     metrics = client.get("/metrics").text
     assert f'mingpian_http_requests_total{{route="{PATH}",status="200"}} 3.0' in metrics
     assert f'mingpian_http_requests_total{{route="{PATH}",status="401"}} 1.0' in metrics
     assert 'mingpian_events_total{kind="recommend_profile"} 1.0' in metrics
     assert 'mingpian_events_total{kind="recommend_global_popular"} 2.0' in metrics
+    assert f'mingpian_http_requests_total{{route="{QUERY}",status="200"}} 1.0' in metrics
+    assert f'mingpian_http_requests_total{{route="{QUERY}",status="422"}} 1.0' in metrics
+    assert 'mingpian_events_total{kind="recommend_query"} 1.0' in metrics
     services.console.requests.flush()
     today = local_day(time.time(), services.settings.tz_offset_hours)
-    assert services.store.counters(NS_DAILY).get(f"{today}|served") == 3
+    assert services.store.counters(NS_DAILY).get(f"{today}|served") == 4
