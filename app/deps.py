@@ -72,11 +72,12 @@ def is_api_key(given: str, keys: Sequence[str]) -> bool:
 def given_api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """Return the key an ASGI request's raw headers carry, read as require_api_key reads
     it: `X-API-Key`, else an `Authorization: Bearer` token; "" when neither."""
-    header = authorization = ""
+    header: str | None = None
+    authorization: str | None = None
     for name, value in headers:  # the first of each, as Starlette's Headers.get
-        if name == b"x-api-key" and not header:
+        if name == b"x-api-key" and header is None:
             header = value.decode("latin-1")
-        elif name == b"authorization" and not authorization:
+        elif name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
     if header:
         return header

@@ -120,6 +120,10 @@ def test_the_fast_path_answers_as_the_route_does(client: TestClient,
     ({"user_id": "u-1001"}, "GET", PATH, []),  # no key
     ({"user_id": "u-1001"}, "GET", PATH, [(b"authorization", b"Bearer wrong-key-0000000000")]),
     ({"user_id": "u-1001"}, "GET", PATH, [(b"authorization", f"Basic {API_KEY}".encode())]),
+    # Only the first of each header counts, as for the route (Starlette's Headers.get).
+    ({"user_id": "u-1001"}, "GET", PATH, [(b"x-api-key", b""),
+                                          (b"x-api-key", API_KEY.encode())]),
+    ({"user_id": "u-1001"}, "GET", PATH, [(b"authorization", b"Basic x"), *KEY]),
     ({"user_id": "u 1001"}, "GET", PATH, None),  # invalid parameters
     ({"user_id": "u-1001", "k": 0}, "GET", PATH, None),
     ({"user_id": "u-1001", "k": "1.5"}, "GET", PATH, None),
@@ -195,6 +199,18 @@ def test_the_route_refuses_the_searches_handed_on(client: TestClient) -> None:
     assert client.post(QUERY, content=b"x" * 2_000_000,
                        headers={**h, "content-type": JSON}).status_code == 413
     assert client.post(QUERY, json={"text": "米粉"}, headers=h).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"x-api-key", API_KEY.encode())],
+    [(b"authorization", f"bearer {API_KEY}".encode())],
+    [(b"x-api-key", b""), *KEY],  # an empty key header: the bearer token counts
+])
+def test_either_way_of_giving_the_key_is_answered(client: TestClient,
+                                                  headers: list[tuple[bytes, bytes]]) -> None:
+    answered, sent, _ = _call(client, _scope(client, {"user_id": "u-1001"}, headers=headers),
+                              route=False)
+    assert answered and _response(sent)[0] == 200
 
 
 def test_the_route_still_refuses_what_the_fast_path_passes_on(client: TestClient) -> None:
