@@ -4,12 +4,11 @@ another."""
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.security.utils import get_authorization_scheme_param
 
 from app.bot_wiring import BotKit
 from app.catalog_wiring import CatalogService
@@ -69,20 +68,15 @@ def is_api_key(given: str, keys: Sequence[str]) -> bool:
     return bool(given) and any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
 
 
-def given_api_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """Return the key an ASGI request's raw headers carry, read as require_api_key reads
-    it: `X-API-Key`, else an `Authorization: Bearer` token; "" when neither."""
-    header: str | None = None
-    authorization: str | None = None
-    for name, value in headers:  # the first of each, as Starlette's Headers.get
-        if name == b"x-api-key" and header is None:
-            header = value.decode("latin-1")
-        elif name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-    if header:
-        return header
-    scheme, token = get_authorization_scheme_param(authorization)
-    return token if scheme.lower() == "bearer" else ""
+def _given(header_key: str | None, bearer_key: HTTPAuthorizationCredentials | None) -> str:
+    return header_key or (bearer_key.credentials if bearer_key is not None else "")
+
+
+async def presented_api_key(request: Request) -> str:
+    """Return the key a request presents, read as require_api_key reads it (the same two
+    security schemes): `X-API-Key`, else an `Authorization: Bearer` token; "" when neither.
+    For the fast paths ahead of FastAPI's dependencies (app/api/recommend.py)."""
+    return _given(await api_key_header(request), await bearer(request))
 
 
 async def require_api_key(
@@ -94,8 +88,7 @@ async def require_api_key(
     keys = get_services(request).settings.api_key_list()
     if not keys:
         raise UnauthorizedError("no API keys are configured (set MINGPIAN_API_KEYS)")
-    given = header_key or (bearer_key.credentials if bearer_key is not None else "")
-    if not is_api_key(given, keys):
+    if not is_api_key(_given(header_key, bearer_key), keys):
         raise UnauthorizedError("missing or invalid API key")
 
 

@@ -71,6 +71,12 @@ def unexpected_response(exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal", "internal error"), 500)
 
 
+def error_response(exc: Exception) -> JSONResponse:
+    """Return the response for any exception, as the app's handlers map it (the fast paths
+    ahead of FastAPI's stack answer their errors with this)."""
+    return app_error_response(exc) if isinstance(exc, AppError) else unexpected_response(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to a JSON body and a status."""
 

@@ -11,15 +11,19 @@ from models.errors import PayloadTooLargeError
 TOO_LARGE = "request body is over the limit"
 
 
-def declared_too_big(scope: Scope, max_bytes: int) -> bool:
-    """Return True when the request's Content-Length is over max_bytes (or unreadable)."""
+def declared_length(scope: Scope) -> int | None:
+    """Return the request's Content-Length; None when it declares none; -1 when it is not
+    a number."""
     for name, value in scope.get("headers", []):
         if name == b"content-length":
-            try:
-                return int(value) > max_bytes
-            except ValueError:
-                return True
-    return False
+            return int(value) if value.isdigit() else -1
+    return None
+
+
+def declared_too_big(scope: Scope, max_bytes: int) -> bool:
+    """Return True when the request's Content-Length is over max_bytes (or unreadable)."""
+    length = declared_length(scope)
+    return length is not None and (length < 0 or length > max_bytes)
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:

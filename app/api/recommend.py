@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -19,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from starlette.types import Message, Receive, Scope, Send
 
 from app.console.activity import counted
-from app.deps import ApiKey, RecommenderDep, get_services, given_api_key, is_api_key
-from app.errors import app_error_response, unexpected_response
-from app.limits import read_body
+from app.deps import ApiKey, RecommenderDep, get_services, is_api_key, presented_api_key
+from app.errors import error_response
+from app.limits import declared_length, read_body
 from app.metrics import Metrics
 from app.services import Services
-from models.errors import AppError, NotFoundError
+from models.errors import NotFoundError
 from models.ids import ID_PATTERN, Id
 from nlp.recommend import RecommendationResult
 
@@ -95,6 +94,11 @@ def _answer(metrics: Metrics | None, result: RecommendationResult) -> JSONRespon
                          "strategy": result.strategy, "confident": result.confident})
 
 
+def _metrics(request: Request) -> Metrics | None:
+    metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+    return metrics
+
+
 # Recommending is CPU work: as many at a time as there are cores. More threads at once only
 # fight over the GIL and the caches (at 16 connections: 193 req/s unbounded, measured).
 _LIMIT = anyio.CapacityLimiter(os.cpu_count() or 1)
@@ -131,14 +135,14 @@ async def recommend_for_user(request: Request,
     provider's popular items, else everyone's (``strategy`` says which). A linked id
     (WeChat, WeCom) stands for its person (issue 15)."""
     result = await _page_view(get_services(request), view)
-    return _answer(getattr(request.app.state, "metrics", None), result)
+    return _answer(_metrics(request), result)
 
 
 @router.post("/query", response_model=Recommendations)
 async def recommend_for_text(request: Request, body: QueryIn) -> JSONResponse:
     """Return up to k items that answer a chat message or a search text."""
     result = await _search(get_services(request), body)
-    return _answer(getattr(request.app.state, "metrics", None), result)
+    return _answer(_metrics(request), result)
 
 
 _PAGE_VIEW = ("GET", "/v1/recommendations")
@@ -170,17 +174,17 @@ class MallRequests:
             return receive
         start = time.perf_counter()
         services: Services | None = scope.get("state", {}).get("services")
-        if services is None or not is_api_key(given_api_key(scope["headers"]),
+        request = Request(scope)
+        if services is None or not is_api_key(await presented_api_key(request),
                                               services.settings.api_key_list()):
             return receive
-        work, go_on = await self._parse(route, scope, receive, services)
+        work, go_on = await self._parse(route, request, receive, services)
         if work is None:
             return go_on
         try:
             response = _answer(self.metrics, await work())
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app maps it
-            response = (app_error_response(exc) if isinstance(exc, AppError)
-                        else unexpected_response(exc))
+            response = error_response(exc)
         await response(scope, receive, send)
         status = response.status_code
         self.metrics.observe_request(route[1], status, time.perf_counter() - start)
@@ -188,18 +192,17 @@ class MallRequests:
             services.console.requests.add(what)
         return None
 
-    async def _parse(self, route: tuple[str, str], scope: Scope, receive: Receive,
+    async def _parse(self, route: tuple[str, str], request: Request, receive: Receive,
                      services: Services) -> tuple[_Work | None, Receive | None]:
         """Return (the work of a valid request, None), or (None, what the app goes on
         with: see handle; None when the client went away before sending its body)."""
         if route == _PAGE_VIEW:
-            try:
-                view = PageView.model_validate(dict(parse_qsl(
-                    scope["query_string"].decode("latin-1"), keep_blank_values=True)))
+            try:  # the query as FastAPI reads it: the last of each name
+                view = PageView.model_validate(dict(request.query_params))
             except ValidationError:
                 return None, receive
             return partial(_page_view, services, view), None
-        if not _plain_json(scope, self.max_body_bytes):
+        if not _plain_json(request, self.max_body_bytes):
             return None, receive
         body = await read_body(receive, self.max_body_bytes)
         if body is None:
@@ -214,16 +217,11 @@ class MallRequests:
 _Work = Callable[[], Awaitable[RecommendationResult]]
 
 
-def _plain_json(scope: Scope, max_bytes: int) -> bool:
+def _plain_json(request: Request, max_bytes: int) -> bool:
     """Return whether a request declares a JSON body of a length within max_bytes."""
-    kind = length = None
-    for name, value in scope["headers"]:
-        if name == b"content-type" and kind is None:
-            kind = value.split(b";", 1)[0].strip().lower()
-        elif name == b"content-length" and length is None:
-            length = value
-    return (kind == b"application/json" and length is not None and length.isdigit()
-            and int(length) <= max_bytes)
+    length = declared_length(request.scope)
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" and length is not None and 0 <= length <= max_bytes
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -261,4 +259,4 @@ async def similar_items(
     result = await anyio.to_thread.run_sync(run, limiter=_LIMIT)
     if result is None:
         raise NotFoundError(f"no indexed catalog item {item_id!r}")
-    return _answer(getattr(request.app.state, "metrics", None), result)
+    return _answer(_metrics(request), result)

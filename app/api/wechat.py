@@ -31,11 +31,11 @@ from starlette.types import Receive, Scope, Send
 from app.api import aibot
 from app.bot_wiring import BotKit
 from app.deps import BotDep
-from app.errors import app_error_response, unexpected_response
+from app.errors import error_response
 from app.limits import TOO_LARGE, declared_too_big, read_body
 from app.metrics import Metrics
 from bot.callback import OfficialAccountCallback, WeComCallback
-from models.errors import AppError, NotFoundError, PayloadTooLargeError
+from models.errors import NotFoundError, PayloadTooLargeError
 
 router = APIRouter(tags=["wechat"])
 
@@ -180,8 +180,7 @@ class CallbackPosts:
                                    keep_blank_values=True))
             answer = await post.receive(scope["state"]["services"].bot, body, query)
         except Exception as exc:  # noqa: BLE001 - mapped exactly as the app maps it
-            error = app_error_response(exc) if isinstance(exc, AppError) \
-                else unexpected_response(exc)
+            error = error_response(exc)
             status = error.status_code
             await error(scope, receive, send)
         else:
