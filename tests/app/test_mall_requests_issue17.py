@@ -64,10 +64,10 @@ def _post(client: TestClient, body: bytes, *,
 
 
 def _call(client: TestClient, scope: Scope, *, route: bool, body: bytes = b""
-          ) -> tuple[bool, list[Message], bytes]:
+          ) -> tuple[bool, list[Message], bytes, bool]:
     """Send one request to the fast path (route=False) or to FastAPI's stack and route;
-    return whether it was answered, the messages sent, and the body the app would go on
-    with (b"" when answered)."""
+    return whether it was answered, the messages sent, the body the app would go on with
+    (b"" when answered), and whether it goes on with the very receive it was given."""
     app = client.app
     assert isinstance(app, MingpianApp)
     sent: list[Message] = []
@@ -78,17 +78,19 @@ def _call(client: TestClient, scope: Scope, *, route: bool, body: bytes = b""
     async def send(message: Message) -> None:
         sent.append(message)
 
-    async def fast() -> tuple[bool, bytes]:
+    async def fast() -> tuple[bool, bytes, bool]:
         go_on = await app.mall.handle(scope, receive, send)
-        return go_on is None, b"" if go_on is None else (await go_on())["body"]
+        if go_on is None:
+            return True, b"", False
+        return False, (await go_on())["body"], go_on is receive
 
-    async def slow() -> tuple[bool, bytes]:
+    async def slow() -> tuple[bool, bytes, bool]:
         await FastAPI.__call__(app, scope, receive, send)
-        return True, b""
+        return True, b"", False
 
     assert client.portal is not None
-    answered, rest = client.portal.call(slow if route else fast)
-    return answered, sent, rest
+    answered, rest, untouched = client.portal.call(slow if route else fast)
+    return answered, sent, rest, untouched
 
 
 def _response(sent: list[Message]) -> tuple[int, dict[bytes, bytes], Any]:
@@ -106,9 +108,9 @@ def _response(sent: list[Message]) -> tuple[int, dict[bytes, bytes], Any]:
 ])
 def test_the_fast_path_answers_as_the_route_does(client: TestClient,
                                                  query: dict[str, Any]) -> None:
-    answered, fast, _ = _call(client, _scope(client, query), route=False)
+    answered, fast, _, _ = _call(client, _scope(client, query), route=False)
     assert answered
-    routed, slow, _ = _call(client, _scope(client, query), route=True)
+    routed, slow, _, _ = _call(client, _scope(client, query), route=True)
     assert routed
     status, headers, body = _response(fast)
     assert (status, headers[b"content-type"]) == (200, b"application/json")
@@ -137,9 +139,10 @@ def test_the_fast_path_answers_as_the_route_does(client: TestClient,
 def test_other_requests_go_on_to_the_route(client: TestClient, query: dict[str, Any],
                                           method: str, path: str,
                                           headers: list[tuple[bytes, bytes]] | None) -> None:
-    answered, sent, _ = _call(client, _scope(client, query, method=method, path=path,
-                                             headers=headers), route=False)
-    assert (answered, sent) == (False, [])
+    answered, sent, _, untouched = _call(client, _scope(client, query, method=method,
+                                                        path=path, headers=headers),
+                                         route=False)
+    assert (answered, sent, untouched) == (False, [], True)
 
 
 @pytest.mark.parametrize("query", [
@@ -151,9 +154,9 @@ def test_other_requests_go_on_to_the_route(client: TestClient, query: dict[str, 
 def test_a_search_is_answered_as_the_route_does(client: TestClient,
                                                 query: dict[str, Any]) -> None:
     body = json.dumps(query, ensure_ascii=False).encode()
-    answered, fast, _ = _call(client, _post(client, body), route=False, body=body)
+    answered, fast, _, _ = _call(client, _post(client, body), route=False, body=body)
     assert answered
-    routed, slow, _ = _call(client, _post(client, body), route=True, body=body)
+    routed, slow, _, _ = _call(client, _post(client, body), route=True, body=body)
     assert routed
     status, headers, answer = _response(fast)
     assert (status, headers[b"content-type"]) == (200, b"application/json")
@@ -180,10 +183,11 @@ LENGTH = [(b"content-length", str(len(BODY)).encode())]
 def test_other_searches_go_on_to_the_route_with_their_body(
         client: TestClient, body: bytes, headers: list[tuple[bytes, bytes]] | None,
         read: bool) -> None:
-    answered, sent, rest = _call(client, _post(client, body, headers=headers), route=False,
-                                 body=body)
-    assert (answered, sent, rest) == (False, [], body)
-    del read  # what matters: the body the route gets is the one sent, read or not
+    answered, sent, rest, untouched = _call(client, _post(client, body, headers=headers),
+                                            route=False, body=body)
+    # The route gets the body that was sent: untouched when the fast path did not read it,
+    # handed on when it did.
+    assert (answered, sent, rest, untouched) == (False, [], body, not read)
 
 
 def test_the_route_refuses_the_searches_handed_on(client: TestClient) -> None:
@@ -208,8 +212,8 @@ def test_the_route_refuses_the_searches_handed_on(client: TestClient) -> None:
 ])
 def test_either_way_of_giving_the_key_is_answered(client: TestClient,
                                                   headers: list[tuple[bytes, bytes]]) -> None:
-    answered, sent, _ = _call(client, _scope(client, {"user_id": "u-1001"}, headers=headers),
-                              route=False)
+    answered, sent, _, _ = _call(client, _scope(client, {"user_id": "u-1001"},
+                                                headers=headers), route=False)
     assert answered and _response(sent)[0] == 200
 
 
