@@ -25,9 +25,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from catalog.feed import IndexEntry, TextEncoder, Vectors
-from models.catalog import CatalogItem
+from models.catalog import CatalogItem, Listing
 from models.vectors import decode_vector, encode_vector
 from store.base import JSON, Batch, CommitResult, Record, Store
 from store.retry import AGAIN, Again, retry
@@ -91,6 +92,7 @@ class CatalogRepo:
     """Read and write catalog items; also the index's :class:`catalog.feed.CatalogFeed`."""
 
     def __init__(self, store: Store, *, embedder: TextEncoder, cache_items: int = 16_384,
+                 cache_listings: int = 131_072,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.embedder = embedder
@@ -98,14 +100,10 @@ class CatalogRepo:
         self.changes_keep = CHANGES_KEEP  # newest change-log entries trim_changes() keeps
         self._clock = clock
         self._registered: tuple[int, float] | None = None  # (seq, when) last written
-        # Parsed items by id, valid as of catalog version _cached_at: the recommender checks
-        # the same items on every page view. Every write of an item appends its id to the
-        # change log in the same commit, so one read of the log's length tells whether any
-        # cached item may have changed, and the entries since say which (issue 17).
-        self._items: dict[str, CatalogItem] = {}
-        self._cached_at = -1
-        self._cache_items = cache_items
-        self._cache_lock = threading.Lock()
+        # Parsed items, and their listings (what the recommender's final check reads on
+        # every page view: small enough to hold a 100k catalog's), by id (issue 17).
+        self._items = _VersionedCache(store, CatalogItem.from_store, limit=cache_items)
+        self._listings = _VersionedCache(store, Listing.from_store, limit=cache_listings)
 
     # -- reading ------------------------------------------------------------------------
     def get(self, item_id: str) -> CatalogItem | None:
@@ -115,49 +113,12 @@ class CatalogRepo:
 
     def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
         """Return the items that exist among ids, as of the catalog's current version."""
-        cached = self._current_cache()
-        out: dict[str, CatalogItem] = {}
-        missing: list[str] = []
-        for i in ids:
-            hit = cached.get(i)
-            if hit is not None:
-                out[i] = hit
-            else:
-                missing.append(i)
-        if not missing:
-            return out
-        got = {k: CatalogItem.from_store(r.doc["item"])
-               for k, r in self.store.get_many(NS_ITEM, missing).items()}
-        with self._cache_lock:
-            for k, item in got.items():
-                if len(cached) >= self._cache_items:
-                    del cached[next(iter(cached))]  # the oldest entry
-                cached[k] = item
-        return out | got
+        return self._items.get(ids)
 
-    def _current_cache(self) -> dict[str, CatalogItem]:
-        """Return the item cache with every item changed since it was filled dropped.
-
-        Items are put in the cache after the version is read, so a cached item is never
-        older than the version the cache is at: at worst it is dropped once too often."""
-        version = self.store.log_length(CHANGES)
-        with self._cache_lock:
-            if version == self._cached_at:
-                return self._items
-            changes = (self.store.read_log(CHANGES, after=self._cached_at,
-                                           limit=_CACHE_CATCH_UP + 1)
-                       if 0 <= self._cached_at < version else None)
-            if (changes is None or len(changes) > _CACHE_CATCH_UP
-                    or (changes and changes[0][0] != self._cached_at + 1)):
-                # Too far behind (or the log was trimmed past us, or restarted): start over.
-                self._items = {}
-            else:
-                items = dict(self._items)  # readers of the old dict are not disturbed
-                for _, entry in changes:
-                    items.pop(str(entry["id"]), None)
-                self._items = items
-            self._cached_at = version
-            return self._items
+    def get_listings(self, ids: Sequence[str]) -> dict[str, Listing]:
+        """Return the listings of the items that exist among ids, as of the catalog's current
+        version."""
+        return self._listings.get(ids)
 
     def get_active(self, item_id: str) -> CatalogItem | None:
         """Return the item if it exists and is active, else None."""
@@ -368,3 +329,67 @@ class CatalogRepo:
 
 def _ts(s: str) -> datetime:
     return datetime.fromisoformat(s)
+
+
+_T = TypeVar("_T")
+
+
+class _VersionedCache(Generic[_T]):
+    """Values parsed from item records, by id, valid as of the catalog version they were
+    filled at: the recommender checks the same items on every page view. Every write of an
+    item appends its id to the change log in the same commit, so one read of the log's
+    length tells whether any cached value may have changed, and the entries since say
+    which (issue 17)."""
+
+    def __init__(self, store: Store, parse: Callable[[dict[str, Any]], _T], *,
+                 limit: int) -> None:
+        self._store = store
+        self._parse = parse
+        self._limit = limit
+        self._values: dict[str, _T] = {}
+        self._at = -1
+        self._lock = threading.Lock()
+
+    def get(self, ids: Sequence[str]) -> dict[str, _T]:
+        """Return the values of the items that exist among ids."""
+        cached, version = self._current()
+        out: dict[str, _T] = {}
+        missing: list[str] = []
+        for i in ids:
+            hit = cached.get(i)
+            if hit is not None:
+                out[i] = hit
+            else:
+                missing.append(i)
+        if not missing:
+            return out
+        got = {k: self._parse(r.doc["item"])
+               for k, r in self._store.get_many(NS_ITEM, missing).items()}
+        with self._lock:
+            # Read after `version`, so never older than it; but once the cache has moved
+            # on (and dropped what changed since), it may be: then it is not kept.
+            if self._at == version:
+                for k, value in got.items():
+                    if len(cached) >= self._limit:
+                        del cached[next(iter(cached))]  # the oldest entry
+                    cached[k] = value
+        return out | got
+
+    def _current(self) -> tuple[dict[str, _T], int]:
+        """Return the cache, with every item changed since it was filled dropped, and the
+        catalog version it is now at."""
+        version = self._store.log_length(CHANGES)
+        with self._lock:
+            if version == self._at:
+                return self._values, version
+            changes = (self._store.read_log(CHANGES, after=self._at, limit=_CACHE_CATCH_UP + 1)
+                       if 0 <= self._at < version else None)
+            if (changes is None or len(changes) > _CACHE_CATCH_UP
+                    or (changes and changes[0][0] != self._at + 1)):
+                # Too far behind (or the log was trimmed past us, or restarted): start over.
+                self._values = {}
+            else:
+                for _, entry in changes:
+                    self._values.pop(str(entry["id"]), None)
+            self._at = version
+            return self._values, version

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from models.catalog import CatalogItem
+from models.catalog import CatalogItem, Listing
 from nlp.embed import Embedder, Vectors
 from nlp.index import VectorIndex
 from nlp.lexical import LexicalIndex, QueryTerms, saturate
@@ -66,6 +66,10 @@ class ItemReader(Protocol):
 
     def get_items(self, ids: Sequence[str]) -> dict[str, CatalogItem]:
         """Return the items that exist among ids."""
+        ...
+
+    def get_listings(self, ids: Sequence[str]) -> dict[str, Listing]:
+        """Return the listings (what an answer shows) of the items that exist among ids."""
         ...
 
 
@@ -219,13 +223,12 @@ class TextCandidates:
         return self.clauses[int(self.best_clause[r])]
 
 
-def in_stock(item: CatalogItem, provider_id: str | None) -> bool:
+def in_stock(item: CatalogItem | Listing, provider_id: str | None) -> bool:
     """Return whether the item may be recommended: active and in stock at the provider, or,
     with no provider, somewhere (an item listed only with stock 0 is sold out everywhere)."""
     if not item.is_available(provider_id):
         return False
-    return provider_id is not None or not item.availability or any(
-        a.stock > 0 for a in item.availability)
+    return provider_id is not None or item.sold_somewhere()
 
 
 # -- the recommender -----------------------------------------------------------------------------
@@ -654,7 +657,7 @@ class Recommender:
         while len(out) < need and pos < len(ranked):
             chunk = [s for s in ranked[pos : pos + need - len(out) + 4] if s.id not in seen]
             pos += need - len(out) + 4
-            items = self.items.get_items([s.id for s in chunk]) if chunk else {}
+            items = self.items.get_listings([s.id for s in chunk]) if chunk else {}
             for s in chunk:
                 it = items.get(s.id)
                 if it is None or s.id in seen or not in_stock(it, provider_id):

@@ -3,13 +3,18 @@ and the typed reads the card pages use."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 
 from catalog.repo import CatalogRepo
 from catalog_sync.loader import import_items
-from store.base import Store
+from store.base import Record, Store
 from tests.catalog_sync.support import CountingEmbedder, item, item_json
+
+Read = Callable[[CatalogRepo, Sequence[str]], dict[str, Any]]
 
 
 def test_upsert_creates_then_skips_unchanged(store: Store) -> None:
@@ -114,41 +119,75 @@ def test_typed_reads_skip_inactive_and_out_of_stock_items(store: Store) -> None:
     assert repo.list_available(provider_id=None, limit=10, scan=1) == [repo.get("a")]
 
 
-def test_item_cache_follows_every_change_written_elsewhere(store: Store) -> None:
+# Both caches: the items (card pages, feedback) and their listings (the recommender's
+# final check on every page view).
+READS = {"items": CatalogRepo.get_items, "listings": CatalogRepo.get_listings}
+
+
+@pytest.mark.parametrize("read", READS.values(), ids=list(READS))
+def test_item_cache_follows_every_change_written_elsewhere(store: Store, read: Read) -> None:
     """Issue 17: the recommender's final check reads items from a cache that one read of the
     change log's length validates; a change through another repository (another process)
     drops exactly the changed items."""
     reader = CatalogRepo(store, embedder=CountingEmbedder())
     writer = CatalogRepo(store, embedder=CountingEmbedder())
     writer.upsert([item("a"), item("b"), item("c")])
-    first = reader.get_items(["a", "b", "c"])
-    assert reader.get_items(["a", "c"])["a"] is first["a"]  # served from the cache
+    first = read(reader, ["a", "b", "c"])
+    assert read(reader, ["a", "c"])["a"] is first["a"]  # served from the cache
     writer.upsert([item("a", price_cents=1, updated_at="2026-11-02T00:00:00Z")])
     assert writer.delete("b")
-    now = reader.get_items(["a", "b", "c"])
+    now = read(reader, ["a", "b", "c"])
     assert now["a"].price_cents == 1 and "b" not in now
     assert now["c"] is first["c"]  # unchanged: still cached
     writer.upsert([item("b", title="回来了")])
-    assert reader.get_items(["b"])["b"].title == "回来了"
+    assert read(reader, ["b"])["b"].title == "回来了"
 
 
+@pytest.mark.parametrize("read", READS.values(), ids=list(READS))
 def test_item_cache_starts_over_when_far_behind_or_trimmed(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, monkeypatch: pytest.MonkeyPatch, read: Read) -> None:
     import catalog.repo
 
     reader = CatalogRepo(store, embedder=CountingEmbedder())
     writer = CatalogRepo(store, embedder=CountingEmbedder())
     writer.upsert([item("a"), item("b"), item("c")])
-    first = reader.get_items(["a", "b", "c"])
+    first = read(reader, ["a", "b", "c"])
     monkeypatch.setattr(catalog.repo, "_CACHE_CATCH_UP", 2)
     for n in range(3):  # more changes than the cache catches up on
         writer.upsert([item("a", price_cents=10 + n, updated_at=f"2026-11-0{n + 2}T00:00:00Z")])
-    now = reader.get_items(["a", "c"])
+    now = read(reader, ["a", "c"])
     assert now["a"].price_cents == 12 and now["c"] is not first["c"]
     # The log trimmed past the cache's version: the reader cannot tell what changed.
     writer.changes_keep = 1
     writer.upsert([item("c", title="新", updated_at="2026-11-09T00:00:00Z")])
     writer.upsert([item("b", title="也新", updated_at="2026-11-09T00:00:00Z")])
     assert writer.trim_changes() > 0
-    now = reader.get_items(["a", "b", "c"])
+    now = read(reader, ["a", "b", "c"])
     assert (now["b"].title, now["c"].title) == ("也新", "新")
+
+
+@pytest.mark.parametrize("read", READS.values(), ids=list(READS))
+def test_item_cache_keeps_no_read_that_a_change_overtook(
+        store: Store, monkeypatch: pytest.MonkeyPatch, read: Read) -> None:
+    """A request reads the version, misses, and reads the item; meanwhile the item changes
+    and another request moves the cache past that change. The first request's copy (read
+    before the change) must not be kept: the cache already dropped that item once."""
+    reader = CatalogRepo(store, embedder=CountingEmbedder())
+    writer = CatalogRepo(store, embedder=CountingEmbedder())
+    writer.upsert([item("a", title="旧"), item("b")])
+    read(reader, ["b"])  # the cache is at the current version
+    real_get_many = store.get_many
+    overtaken = False
+
+    def get_many(ns: str, keys: Sequence[str]) -> dict[str, Record]:
+        nonlocal overtaken
+        got = real_get_many(ns, keys)  # the old copy of "a"
+        if not overtaken:
+            overtaken = True
+            writer.upsert([item("a", title="新", updated_at="2026-11-02T00:00:00Z")])
+            read(reader, ["b"])  # another request: the cache moves to the new version
+        return got
+
+    monkeypatch.setattr(store, "get_many", get_many)
+    assert read(reader, ["a"])["a"].title == "旧"  # what that request read: the old copy
+    assert read(reader, ["a"])["a"].title == "新"  # but the cache did not keep it
