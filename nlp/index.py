@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -291,12 +292,26 @@ class _Snapshot:
 # -- refs: a snapshot's rows, main and delta, as one range of numbers -------------------------
 @dataclass(frozen=True)
 class Candidates:
-    """One request's candidate items: ids, vectors (one row each) and, per asked tag,
-    whether each item carries it."""
+    """One request's candidate items: their refs in one snapshot, vectors (one row each)
+    and, per asked tag, whether each item carries it. Ids are looked up when asked: a
+    search has hundreds of candidates and answers with a few dozen (issue 17)."""
 
-    ids: list[str]
+    refs: Rows
     x: Vectors
-    carries: Mask  # (len(ids), len(tags))
+    carries: Mask  # (len(refs), len(tags))
+    snap: _Snapshot = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Every candidate's id, in order."""
+        return _ids_of(self.snap, self.refs)
+
+    def ids_at(self, rows: Rows) -> list[str]:
+        """The ids of the candidates at these positions."""
+        return _ids_of(self.snap, self.refs[rows])
 
 
 def _ref_array(snap: _Snapshot, ids: Collection[str]) -> Rows:
@@ -521,7 +536,7 @@ class VectorIndex:
         refs = refs[np.sort(first)]
         if not len(refs):
             return None
-        return Candidates(ids=_ids_of(snap, refs), x=_vectors_of(snap, refs),
+        return Candidates(refs=refs, snap=snap, x=_vectors_of(snap, refs),
                           carries=_carries_of(snap, refs, tags))
 
     def _probe(self, snap: _Snapshot, q: Vectors, *, k: int, provider_id: str | None,

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from models.catalog import CatalogItem, Listing
 from nlp.embed import Embedder, Vectors
-from nlp.index import VectorIndex
+from nlp.index import Candidates, VectorIndex
 from nlp.lexical import LexicalIndex, QueryTerms, saturate
 from nlp.relevance import TEXT_FEATURES, RelevanceModel, load_model
 from nlp.signals import Signals
@@ -205,13 +205,18 @@ class _Scored:
 class TextCandidates:
     """Candidates for a free text and their relevance features (TEXT_FEATURES columns)."""
 
-    ids: list[str]
+    found: Candidates  # ids, vectors and tag marks from the index
     features: npt.NDArray[np.float64]
     tags: list[str]  # the tags the text speaks about
     evidence: npt.NDArray[np.int64]  # per item, the one of tags it carries (-1: none)
     clauses: list[str]  # the text's clauses (or the text itself)
     best_clause: npt.NDArray[np.int64]  # per item, the clause it matches best
     # Indices, not strings: a query has hundreds of candidates and names a dozen (issue 17).
+
+    @property
+    def ids(self) -> list[str]:
+        """Every candidate's id, in order."""
+        return self.found.ids
 
     def tag_of(self, r: int) -> str | None:
         """Return the tag that is candidate r's evidence, if any."""
@@ -559,13 +564,13 @@ class Recommender:
                                       extra=lex)
         if found is None:
             return None
-        ids, x = found.ids, found.x
-        n = len(ids)
+        x = found.x
+        n = len(found)
         sims = (x @ q.T).astype(np.float64)  # (items, 1 + clauses)
         dense = sims[:, 0]
         clause = sims[:, 1:].max(axis=1) if parts else dense
         if qt is not None and self.lexical is not None:
-            bm25, cover = self.lexical.score(qt, ids)
+            bm25, cover = self.lexical.score(qt, found.ids)
         else:
             bm25 = cover = np.zeros(n, dtype=np.float32)
         tag_ev = np.zeros(n)
@@ -582,7 +587,7 @@ class Recommender:
         assert feats.shape[1] == len(TEXT_FEATURES)
         best_clause = (np.argmax(sims[:, 1:], axis=1) if parts
                        else np.zeros(n, dtype=np.int64))
-        return TextCandidates(ids, feats, strong_names, evidence, parts or [text], best_clause)
+        return TextCandidates(found, feats, strong_names, evidence, parts or [text], best_clause)
 
     def fuse(self, feats: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Return the ranking score of candidates from their TEXT_FEATURES columns: dense
@@ -612,8 +617,9 @@ class Recommender:
         conf = (self.model.text_probability(f) if self.model is not None
                 else np.clip(score, 0.0, 1.0))
         order = np.argsort(-score, kind="stable")[:limit]
+        ids = cands.found.ids_at(order)  # only those that can be answered with
         out: list[_Scored] = []
-        for r in order:
+        for r, item_id in zip(order, ids, strict=True):
             tag = cands.tag_of(r)
             if similar:
                 reason = f"和「{_snippet(text)}」相似"
@@ -621,7 +627,7 @@ class Recommender:
                 reason = f"因为你问到「{tag}」相关的问题"
             else:
                 reason = f"和你说的「{_snippet(cands.clause_of(r))}」最相关"
-            out.append(_Scored(cands.ids[r], float(score[r]), reason, float(conf[r])))
+            out.append(_Scored(item_id, float(score[r]), reason, float(conf[r])))
         return out
 
     def _popular(self, scope: str | None, *, provider_id: str | None, kind: str | None,

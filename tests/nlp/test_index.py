@@ -301,6 +301,9 @@ def test_candidates_of_one_request_match_their_parts(tmp_path: Path, open_sqlite
         kept = [i for i in extra if i in ok and i not in exclude]
         assert kept == ok[50:53]
         assert got.ids == list(dict.fromkeys(near + kept + tagged))
+        # Ids by position (a search names only the candidates it can answer with).
+        at = np.asarray([len(got) - 1, 0, len(got) // 2])
+        assert got.ids_at(at) == [got.ids[int(r)] for r in at] and len(got) == len(got.ids)
         assert not set(got.ids) & exclude and set(got.ids) <= set(ok)
         # Exact search ranks every eligible row: the nearest are the brute-force best.
         x = np.vstack([repo.entries([i])[i].vector for i in got.ids])
