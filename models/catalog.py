@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -69,7 +69,59 @@ class Availability(BaseModel):
     stock: Stock
 
 
-class CatalogItem(BaseModel):
+class _Row(Protocol):
+    """A provider's row: Availability (an item's) or Offer (a listing's)."""
+
+    @property
+    def provider_id(self) -> str: ...
+    @property
+    def price_cents(self) -> int: ...
+    @property
+    def stock(self) -> int: ...
+
+
+class _Offers:
+    """Where an item is sold and at what price: asked of a CatalogItem and of its Listing
+    alike (the recommender's final check reads listings), answered once here."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        @property
+        def active(self) -> bool: ...
+        @property
+        def price_cents(self) -> int: ...
+        @property
+        def availability(self) -> Sequence[_Row]: ...
+
+    def offer(self, provider_id: str | None) -> _Row | None:
+        """Return the provider's row, or None when it is not listed there."""
+        if provider_id is None:
+            return None
+        for row in self.availability:
+            if row.provider_id == provider_id:
+                return row
+        return None
+
+    def is_available(self, provider_id: str | None) -> bool:
+        """Return True when the item is active and (at provider_id) listed with stock > 0."""
+        if not self.active:
+            return False
+        if provider_id is None or not self.availability:
+            return True
+        row = self.offer(provider_id)
+        return row is not None and row.stock > 0
+
+    def price_at(self, provider_id: str | None) -> int:
+        """Return the provider's price when it lists one, else the item's price."""
+        row = self.offer(provider_id)
+        return row.price_cents if row is not None else self.price_cents
+
+    def sold_somewhere(self) -> bool:
+        """Return True unless the item is listed only with stock 0 (sold out everywhere)."""
+        return not self.availability or any(r.stock > 0 for r in self.availability)
+
+
+class CatalogItem(_Offers, BaseModel):
     """A product or course; empty ``availability`` means every provider sells it."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -129,24 +181,6 @@ class CatalogItem(BaseModel):
         h.update(self.embedding_text().encode())
         return h.hexdigest()
 
-    def offer(self, provider_id: str | None) -> Availability | None:
-        """Return the provider's row, or None when it is not listed there."""
-        return _offer(self.availability, provider_id)
-
-    def is_available(self, provider_id: str | None) -> bool:
-        """Return True when the item is active and (at provider_id) listed with stock > 0."""
-        return _is_available(self.availability, provider_id, active=self.active)
-
-    def price_at(self, provider_id: str | None) -> int:
-        """Return the provider's price when it lists one, else the item's price."""
-        row = self.offer(provider_id)
-        return row.price_cents if row is not None else self.price_cents
-
-    def sold_somewhere(self) -> bool:
-        """Return True unless the item is listed only with stock 0 (sold out everywhere)."""
-        return _sold_somewhere(self.availability)
-
-
 class Offer(NamedTuple):
     """A provider's row of a :class:`Listing` (the plain-tuple twin of Availability)."""
 
@@ -156,7 +190,7 @@ class Offer(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(_Offers):
     """What a recommendation shows of an item and what decides whether it may be shown: the
     item less its description, category, tags, image and dates. A 100k catalog's listings
     fit in memory where its items do not (issue 17: reading and parsing the items a page
@@ -178,48 +212,3 @@ class Listing:
                    price_cents=doc["price_cents"], active=doc.get("active", True),
                    availability=tuple(Offer(r["provider_id"], r["price_cents"], r["stock"])
                                       for r in doc.get("availability") or ()))
-
-    def is_available(self, provider_id: str | None) -> bool:
-        """Return True when the item is active and (at provider_id) listed with stock > 0."""
-        return _is_available(self.availability, provider_id, active=self.active)
-
-    def price_at(self, provider_id: str | None) -> int:
-        """Return the provider's price when it lists one, else the item's price."""
-        row = _offer(self.availability, provider_id)
-        return row.price_cents if row is not None else self.price_cents
-
-    def sold_somewhere(self) -> bool:
-        """Return True unless the item is listed only with stock 0 (sold out everywhere)."""
-        return _sold_somewhere(self.availability)
-
-
-class _Row(Protocol):
-    @property
-    def provider_id(self) -> str: ...
-    @property
-    def stock(self) -> int: ...
-
-
-_R = TypeVar("_R", bound=_Row)
-
-
-def _offer(rows: Sequence[_R], provider_id: str | None) -> _R | None:
-    if provider_id is None:
-        return None
-    for row in rows:
-        if row.provider_id == provider_id:
-            return row
-    return None
-
-
-def _is_available(rows: Sequence[_Row], provider_id: str | None, *, active: bool) -> bool:
-    if not active:
-        return False
-    if provider_id is None or not rows:
-        return True
-    row = _offer(rows, provider_id)
-    return row is not None and row.stock > 0
-
-
-def _sold_somewhere(rows: Sequence[_Row]) -> bool:
-    return not rows or any(r.stock > 0 for r in rows)
