@@ -470,7 +470,7 @@ class Recommender:
                                       provider_id=provider_id, kind=kind, exclude=exclude)
         if found is None:
             return []
-        ids, x = found.ids, found.x
+        x = found.x
         parts: list[npt.NDArray[np.float64]] = []
         shares: list[float] = []
         evidence: npt.NDArray[np.int64] | None = None
@@ -493,8 +493,9 @@ class Recommender:
         if self.recent_head and evidence is not None and not current.all():
             on_topic = (parts[-1] > 0) & current[evidence]
         order = self._profile_order(score, x, on_topic, k=k, diversity=diversity)
+        ids = found.ids_at(np.asarray(order, dtype=np.int64))  # the pool's, not every one
         out: list[_Scored] = []
-        for r in order:
+        for r, item_id in zip(order, ids, strict=True):
             if score[r] <= 0:
                 continue  # no evidence at all: leave the slot to the next strategy
             if evidence is not None and parts[-1][r] > 0:
@@ -504,7 +505,7 @@ class Recommender:
             else:
                 reason = ("根据你最近聊天的兴趣推荐" if who == "user"
                           else "根据群里最近的话题推荐")
-            out.append(_Scored(ids[r], float(score[r]), reason, float(conf[r])))
+            out.append(_Scored(item_id, float(score[r]), reason, float(conf[r])))
         return out
 
     def _profile_order(self, score: npt.NDArray[np.float64], x: Vectors,
