@@ -129,10 +129,16 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:  # the Comman
     if settings.worker_embedder_processes > 0 and not settings.embedder.startswith("hash"):
         from threadpoolctl import threadpool_limits
 
+        from app.worker import PARENT_ENV
         from nlp.embed import load_embedder
 
+        # Started by embedded serve: its model yields the CPU to serve's page views and
+        # acknowledgements (the worker's own threads do not: they take the SQLite writer,
+        # which an acknowledgement may be waiting for).
         embedder = load_embedder(settings.embedder, threads=settings.embedder_threads or 1,
-                                 child_processes=settings.worker_embedder_processes)
+                                 child_processes=settings.worker_embedder_processes,
+                                 child_nice=settings.embedded_worker_nice
+                                 if os.environ.get(PARENT_ENV) else 0)
         # What numpy is left here is small: one BLAS thread, or idle OpenBLAS threads spin
         # on the cores the model needs (a worker then ran at 1.2 cores, measured).
         threadpool_limits(limits=1, user_api="blas")

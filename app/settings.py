@@ -187,6 +187,11 @@ class Settings(BaseSettings):
     # 17: acknowledgements share neither the consumer's GIL nor its event loop); false = a
     # thread inside the serving process.
     embedded_worker_process: bool = True
+    # How far below serve's CPU priority (`nice`, 0–19) the embedded consumer's model
+    # processes run: tagging a backlog can wait, a page view and an acknowledgement cannot
+    # (issue 17). The consumer process itself keeps serve's (it takes the SQLite writer that
+    # acknowledgements wait for). 0 = the same as serve.
+    embedded_worker_nice: int = Field(default=10, ge=0, le=19)
     referral_policy: Literal["first", "window_days", "last"] = "first"
     referral_window_days: int = 30
     # Above this many items the index is approximate (IVF). Exact search reads every vector

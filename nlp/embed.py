@@ -3,6 +3,7 @@ sentence-transformers, and a hashing stand-in; all return L2-normalised float32 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import itertools
@@ -257,12 +258,13 @@ def _load_inner(spec: str, threads: int | None) -> Embedder:
 
 
 def load_embedder(spec: str, *, threads: int | None = None, cache_items: int = 50_000,
-                  child_processes: int = 0) -> CachedEmbedder:
+                  child_processes: int = 0, child_nice: int = 0) -> CachedEmbedder:
     """Build the embedder a setting names: "use", "e5", "st:<name-or-path>" or "hash[:dim]".
 
     child_processes > 0 runs the model in that many processes of its own (ProcessEmbedder),
-    each with `threads` BLAS threads."""
-    inner: Embedder = (ProcessEmbedder(spec, processes=child_processes, threads=threads)
+    each with `threads` BLAS threads, `child_nice` below this process's CPU priority."""
+    inner: Embedder = (ProcessEmbedder(spec, processes=child_processes, threads=threads,
+                                       nice=child_nice)
                        if child_processes else _load_inner(spec, threads))
     return CachedEmbedder(inner, max_items=cache_items)
 
@@ -300,8 +302,22 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="mingpian-parent-watch", daemon=True).start()
 
 
-def _child_start(spec: str, threads: int | None, parent_pid: int) -> None:
+def _lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority by nice: every thread it has (numpy's BLAS threads
+    start on import, and on Linux nice is per thread) and, by inheritance, every thread the
+    model starts after."""
+    now = os.nice(nice)
+    tasks = Path("/proc/self/task")
+    if tasks.is_dir():
+        for tid in tasks.iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, int(tid.name), now)
+
+
+def _child_start(spec: str, threads: int | None, parent_pid: int, nice: int = 0) -> None:
     global _child_model
+    if nice > 0:
+        _lower_priority(nice)
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _child_model = _load_inner(spec, threads)
@@ -329,10 +345,12 @@ class ProcessEmbedder:
     (_die_with_parent), a SIGKILLed one included.
     """
 
-    def __init__(self, spec: str, *, processes: int = 2, threads: int | None = 1) -> None:
+    def __init__(self, spec: str, *, processes: int = 2, threads: int | None = 1,
+                 nice: int = 0) -> None:
         self.spec = spec
         self.processes = max(1, processes)
         self.threads = threads
+        self.nice = nice  # the children's CPU priority below this process's (0: the same)
         self._lock = threading.Lock()
         # Children are started from this one thread, which lives as long as the embedder:
         # Linux sends the parent-death signal when the *thread* that forked a child exits,
@@ -347,7 +365,8 @@ class ProcessEmbedder:
         pool = ProcessPoolExecutor(max_workers=self.processes,
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_child_start,
-                                   initargs=(self.spec, self.threads, os.getpid()))
+                                   initargs=(self.spec, self.threads, os.getpid(),
+                                             self.nice))
         # A spawn pool starts a child per submit that finds none idle, from the submitting
         # thread: one task per child, submitted together from here, starts them all here.
         warm = [pool.submit(_child_describe) for _ in range(self.processes)]
