@@ -131,7 +131,8 @@ def build_catalog(settings: Settings, store: Store, *, taxonomy: Taxonomy,
         i: it.repurchase_days for i, it in repo.get_items(ids).items() if it.repurchase_days})
     rec = Recommender(index=index, items=repo, embedder=emb, signals=signals,
                       tags=shared_tag_space(emb, taxonomy), profiles=profiles,
-                      empty_when_unsure=settings.recommend_empty_when_unsure)
+                      empty_when_unsure=settings.recommend_empty_when_unsure,
+                      ranked_texts=settings.recommend_search_cache)
     if rec.lexical_weight or rec.coverage_weight:
         # Hybrid retrieval (issue 16): only when the embedder's relevance model gives BM25
         # a weight (for "use" it earned none on the labelled set: no index, no cost).

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # Free-text answers mingpian is not confident of (chit-chat, off-topic): no items at all
     # when true; otherwise items with their low confidence and "confident": false (issue 16).
     recommend_empty_when_unsure: bool = False
+    # Rankings of this many recent searches kept per process (a mall's search box repeats
+    # its searches), each only while the catalog snapshot it was ranked on serves; stock,
+    # price and purchases are checked again on every request. 0 = none (issue 17).
+    recommend_search_cache: int = Field(default=1024, ge=0)  # ~12 KiB each
     taxonomy_path: Path | None = None  # replaces the shipped nlp/dicts/taxonomy.json
     extra_taxonomy_path: Path | None = None  # adds tags (or keywords to same-named tags)
     taxonomy_examples_path: Path | None = None  # example sentences; None = the shipped file

@@ -473,6 +473,12 @@ class VectorIndex:
         """Return the catalog version the served snapshot reflects."""
         return self._snap.version
 
+    @property
+    def snapshot(self) -> object:
+        """The snapshot in service, opaque: a new one (any catalog change, a compaction) is
+        a new object, so answers derived from it can be kept while it `is` the same."""
+        return self._snap
+
     def __len__(self) -> int:
         return self._snap.size
 

@@ -142,6 +142,12 @@ class LexicalIndex:
         """Return the catalog version the served snapshot reflects."""
         return self._snap.version
 
+    @property
+    def snapshot(self) -> object:
+        """The snapshot in service, opaque: a new one is a new object (see
+        VectorIndex.snapshot)."""
+        return self._snap
+
     # -- building --------------------------------------------------------------------------
     def _add(self, items: Sequence[CatalogItem]) -> None:
         self.tokenizer.add_terms(t for it in items for t in it.tags)

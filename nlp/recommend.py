@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Protocol
@@ -193,8 +195,10 @@ def clauses(text: str, *, max_clauses: int = 6) -> list[str]:
     return parts[:max_clauses] if len(parts) > 1 else []
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Scored:
+    """A ranked candidate before the final check (RankedTexts keeps thousands of them)."""
+
     id: str
     score: float
     reason: str
@@ -236,6 +240,56 @@ def in_stock(item: CatalogItem | Listing, provider_id: str | None) -> bool:
     return provider_id is not None or item.sold_somewhere()
 
 
+class RankedTexts:
+    """The rankings of recent texts (a mall's search box repeats its searches), each valid
+    only while the catalog snapshots it was ranked on are in service: the vector index's
+    and the lexical index's. A catalog change the index takes in (or a compaction) publishes
+    new snapshots, and then every kept ranking is dropped (issue 17).
+
+    What is kept is the ranking before the final check: availability, price and the user's
+    purchases are read again on every request (Recommender._finish). The snapshots are
+    held weakly, so a replaced one is freed as it would be without the cache."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Hashable, list[_Scored]] = OrderedDict()
+        self._at: tuple[weakref.ref[object] | None, ...] = ()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable, stamp: tuple[object | None, ...]) -> list[_Scored] | None:
+        """Return the ranking kept for key if it was ranked on the snapshots of stamp."""
+        with self._lock:
+            if not self._is_at(stamp):
+                self._entries.clear()
+                self._at = tuple(weakref.ref(s) if s is not None else None for s in stamp)
+            got = self._entries.get(key)
+            if got is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return got
+
+    def put(self, key: Hashable, stamp: tuple[object | None, ...],
+            ranked: list[_Scored]) -> None:
+        """Keep ranked for key, ranked on stamp (read before the ranking began); not if the
+        snapshots moved on meanwhile."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            if not self._is_at(stamp):
+                return
+            self._entries[key] = ranked
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def _is_at(self, stamp: tuple[object | None, ...]) -> bool:
+        return len(self._at) == len(stamp) and all(
+            (r() if r is not None else None) is s for r, s in zip(self._at, stamp, strict=True))
+
+
 # -- the recommender -----------------------------------------------------------------------------
 class Recommender:
     """Recommendations from profiles, free text and popularity over the catalog index."""
@@ -262,6 +316,7 @@ class Recommender:
         interest_weight: float = 0.5,
         recent_head: int = 3,
         empty_when_unsure: bool = False,
+        ranked_texts: int = 1024,
     ) -> None:
         self.index = index
         self.items = items
@@ -296,6 +351,8 @@ class Recommender:
         # Profile answers lead with up to this many items of the member's latest topic.
         self.recent_head = recent_head
         self.empty_when_unsure = empty_when_unsure  # no items at all when not confident
+        # Rankings of recent searches (0: none kept), see RankedTexts.
+        self.ranked_texts = RankedTexts(ranked_texts)
 
     # -- public: users ------------------------------------------------------------------------
     def for_user(self, user_id: str, *, k: int = 10, provider_id: str | None = None,
@@ -364,10 +421,17 @@ class Recommender:
         if not text:
             return RecommendationResult(items=[], strategy="query", confident=False)
         exclude = self.signals.bought(user_id) if user_id else frozenset()
-        parts = clauses(text)
-        q = self.embedder.encode([text, *parts])
-        scored = self._score_text(text, parts, q, provider_id=provider_id, kind=kind,
-                                  exclude=exclude, limit=max(3 * k, self.candidates))
+        limit = max(3 * k, self.candidates)
+        key = (text, provider_id, kind, exclude, limit, *self._ranking_knobs())
+        stamp = (self.index.snapshot,
+                 self.lexical.snapshot if self.lexical is not None else None)
+        scored = self.ranked_texts.get(key, stamp)
+        if scored is None:
+            parts = clauses(text)
+            q = self.embedder.encode([text, *parts])
+            scored = self._score_text(text, parts, q, provider_id=provider_id, kind=kind,
+                                      exclude=exclude, limit=limit)
+            self.ranked_texts.put(key, stamp, scored)
         got = self._finish(scored, need=k, provider_id=provider_id, kind=kind,
                            seen=set(exclude))
         return self._answer(got, "query", min_confidence=min_confidence)
@@ -390,6 +454,13 @@ class Recommender:
         got = self._finish(scored, need=k, provider_id=provider_id, kind=kind,
                            seen={item_id})
         return self._answer(got, "similar", min_confidence=min_confidence)
+
+    def _ranking_knobs(self) -> tuple[object, ...]:
+        """What else a text's ranking depends on: the scoring knobs (bench_relevance sets
+        them on a live recommender) and which model, tag space and lexical index rank."""
+        return (self.full_text_weight, self.top_tags, self.tag_threshold, self.tag_boost,
+                self.lexical_weight, self.coverage_weight, id(self.model), id(self.tags),
+                id(self.embedder), id(self.lexical))
 
     def _answer(self, got: list[Recommendation], strategy: str, *,
                 min_confidence: float) -> RecommendationResult:

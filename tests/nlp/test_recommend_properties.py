@@ -90,6 +90,10 @@ def _scenario(rec: Recommender, profiles: Profiles, sc: dict[str, Any]) -> None:
         profiles.by_key[("group", "g1")] = Prof(tags=tags)
         profiles.by_key[("user", user)] = Prof(tags=[], groups=["g1"])
 
+    provider, kind, k = sc["provider"], sc["kind"], sc["k"]
+    # A search before the changes: its ranking is kept (issue 17), and answering from it
+    # after them must still respect every rule below.
+    rec.for_text(sc["text"], k=k, provider_id=provider, kind=kind, user_id=user)
     repo: Any = rec.items
     for item_id, change in sc["lagging"]:
         it = repo.get(item_id)
@@ -103,13 +107,13 @@ def _scenario(rec: Recommender, profiles: Profiles, sc: dict[str, Any]) -> None:
             repo.upsert([it.model_copy(update={"availability": [
                 a.model_copy(update={"stock": 0}) for a in it.availability]})])
 
-    provider, kind, k = sc["provider"], sc["kind"], sc["k"]
     bought = set(sc["bought"])
     results = [
         rec.for_user(user, k=k, provider_id=provider, kind=kind, diversity=sc["diversity"]),
         rec.for_user(user, k=k, provider_id=provider, kind=kind, group_id="g1"),
         rec.for_text(sc["text"], k=k, provider_id=provider, kind=kind, user_id=user),
     ]
+    assert rec.ranked_texts.hits == 1  # the last search was answered from the kept ranking
     current = {it.id: it for it in repo.iter_items()}
     for res in results:
         event(f"{res.strategy}: {'some' if res.items else 'no'} items")
