@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.bench_issue17 --scaleout [--runs 3] [--messages 5000]
     .venv/bin/python -m bench.bench_issue17 --index-memory DIR [--items 100000]
     .venv/bin/python -m bench.bench_issue17 --recommend-only DIR [--serve-workers 2] [--runs 3]
+    (any of them: [--serve-env MINGPIAN_RECOMMEND_SEARCH_CACHE=0] … settings for serve)
     .venv/bin/python -m bench.bench_issue17 --gil
 
 One `mingpian serve` as a newcomer runs it (embedded SQLite, the embedded consumer on, the
@@ -19,8 +20,9 @@ and answers 200 with a body the size of a 10-item recommendation. Load comes fro
 2. per run, at ``--conns`` (8) clients: ``GET /v1/recommendations?user_id`` (80% known
    users, 10% newcomers with a group, 10% strangers; half name a provider) and
    ``POST /v1/recommendations/query`` (1,000 distinct chat lines cycled, each POSTed once
-   before: the query cache is warm, as for a mall's repeated searches), each beside the
-   floor at the same concurrency.
+   before: the query cache and the kept rankings are warm, as for a mall's repeated
+   searches; ``--serve-env MINGPIAN_RECOMMEND_SEARCH_CACHE=0`` ranks every search anew),
+   each beside the floor at the same concurrency.
 3. per run: 20,000 messages are queued (POST /v1/messages) so that the consumer has a
    backlog, then signed, encrypted WeCom callbacks at 16 clients and at 1 client (acks/s,
    p99) while it drains — queue depth printed before and after — beside the floor.
@@ -219,16 +221,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def start_servers(data: Path, workers: int
+def start_servers(data: Path, workers: int, extra_env: dict[str, str] | None = None
                   ) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes], int]:
-    """Start the floor (the trivial app) and `mingpian serve --workers N` on data; return
-    (floor, its port, serve, its port)."""
+    """Start the floor (the trivial app) and `mingpian serve --workers N` on data, with
+    extra_env's settings; return (floor, its port, serve, its port)."""
     serve_port, floor_port = _free_port(), _free_port()
     floor = _start([sys.executable, "-m", "bench.bench_issue17", "--serve-floor",
                     str(floor_port)], dict(os.environ), floor_port)
     try:
         serve = _start([sys.executable, "-m", "app.cli", "serve", "--port", str(serve_port),
-                        "--workers", str(workers)], _env(data), serve_port)
+                        "--workers", str(workers)], _env(data) | (extra_env or {}),
+                       serve_port)
     except BaseException:
         _stop(floor)
         raise
@@ -793,7 +796,8 @@ def recommend_only(args: argparse.Namespace) -> None:
     try:
         data = work / "data"
         shutil.copytree(args.recommend_only / "data", data)
-        floor, floor_port, serve, serve_port = start_servers(data, args.serve_workers)
+        floor, floor_port, serve, serve_port = start_servers(
+            data, args.serve_workers, _settings(args))
         try:
             for run in range(args.runs):
                 print(f"`serve --workers {args.serve_workers}`, run {run + 1}", file=sys.stderr)
@@ -806,6 +810,14 @@ def recommend_only(args: argparse.Namespace) -> None:
             _stop(floor)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, str]:
+    """The --serve-env settings, NAME=VALUE each."""
+    out = dict(a.split("=", 1) for a in args.serve_env if "=" in a)
+    if len(out) != len(args.serve_env):
+        raise SystemExit("--serve-env takes NAME=VALUE")
+    return out
 
 
 def _other_mode(args: argparse.Namespace) -> bool:
@@ -843,6 +855,9 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=8, help="clients of the recommendation rows")
     p.add_argument("--serve-workers", type=int, default=1, metavar="N",
                    help="run `mingpian serve --workers N` (1: the default serve)")
+    p.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for serve, e.g. MINGPIAN_RECOMMEND_SEARCH_CACHE=0 (each "
+                        "search ranked anew) or MINGPIAN_EMBEDDED_WORKER_NICE=0 (repeatable)")
     p.add_argument("--recommend-only", type=Path, metavar="DIR",
                    help="only the two recommendation rows, on a copy of the data dir that "
                         "`bench_recommend_speed --keep DIR` built (DIR/data)")
@@ -883,7 +898,8 @@ def main() -> int:
     docs = list(synthetic.item_docs(rng, anchors, ai, aj))
     write_users(data, args.users, anchors, seed=args.seed)
 
-    floor, floor_port, serve, serve_port = start_servers(data, args.serve_workers)
+    floor, floor_port, serve, serve_port = start_servers(
+        data, args.serve_workers, _settings(args))
     serve_url, floor_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{floor_port}"
     store = SQLiteStore(data / "mingpian.db")
     runs: list[dict[str, float]] = []
