@@ -294,6 +294,8 @@ class RankedTexts:
 class Recommender:
     """Recommendations from profiles, free text and popularity over the catalog index."""
 
+    _settings_changed = 0  # attributes set so far (__setattr__)
+
     def __init__(  # noqa: PLR0913  keyword-only: its collaborators and scoring knobs, each named
         self,
         *,
@@ -353,6 +355,14 @@ class Recommender:
         self.empty_when_unsure = empty_when_unsure  # no items at all when not confident
         # Rankings of recent searches (0: none kept), see RankedTexts.
         self.ranked_texts = RankedTexts(ranked_texts)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Set an attribute, and count it: every setting of a recommender (its scoring
+        knobs, model, tag space, lexical index) may change how a text ranks, and
+        bench_relevance, the wiring and tests set them on a live one. Rankings kept from
+        before a change are keyed by the old count and never answer again (RankedTexts)."""
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_settings_changed", self._settings_changed + 1)
 
     # -- public: users ------------------------------------------------------------------------
     def for_user(self, user_id: str, *, k: int = 10, provider_id: str | None = None,
@@ -422,7 +432,7 @@ class Recommender:
             return RecommendationResult(items=[], strategy="query", confident=False)
         exclude = self.signals.bought(user_id) if user_id else frozenset()
         limit = max(3 * k, self.candidates)
-        key = (text, provider_id, kind, exclude, limit, *self._ranking_knobs())
+        key = (text, provider_id, kind, exclude, limit, self._settings_changed)
         stamp = (self.index.snapshot,
                  self.lexical.snapshot if self.lexical is not None else None)
         scored = self.ranked_texts.get(key, stamp)
@@ -454,13 +464,6 @@ class Recommender:
         got = self._finish(scored, need=k, provider_id=provider_id, kind=kind,
                            seen={item_id})
         return self._answer(got, "similar", min_confidence=min_confidence)
-
-    def _ranking_knobs(self) -> tuple[object, ...]:
-        """What else a text's ranking depends on: the scoring knobs (bench_relevance sets
-        them on a live recommender) and which model, tag space and lexical index rank."""
-        return (self.full_text_weight, self.top_tags, self.tag_threshold, self.tag_boost,
-                self.lexical_weight, self.coverage_weight, id(self.model), id(self.tags),
-                id(self.embedder), id(self.lexical))
 
     def _answer(self, got: list[Recommendation], strategy: str, *,
                 min_confidence: float) -> RecommendationResult:

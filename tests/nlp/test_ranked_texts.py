@@ -106,3 +106,9 @@ def test_a_scoring_knob_changed_on_a_live_recommender_ranks_anew(rec: Recommende
     after = _ask(rec, TEXTS[0])
     assert after != before
     assert after == _ask(_fresh(rec), TEXTS[0])
+    rec.ranked_texts = kept = RankedTexts(16)
+    rec.for_text(TEXTS[0])
+    rec.model = None  # raw scores, as bench_relevance asks for them: a setting like any
+    raw = [(r.id, r.confidence) for r in rec.for_text(TEXTS[0]).items]
+    assert (kept.hits, kept.misses) == (0, 2)
+    assert raw == [(r.id, r.confidence) for r in _fresh(rec).for_text(TEXTS[0]).items]
